@@ -1,0 +1,119 @@
+"""Settings: environment variables with the prefix ``LISTWARDEN_`` (pydantic-settings).
+
+With nothing set, Listwarden runs the *embedded default*: a SQLite file under ``var/``,
+Dramatiq in-process, and mail written to a local outbox. A secret key is generated once
+and kept under ``var/secret_key`` so that signed links and address hashes survive restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+MIGRATIONS_DIR = PACKAGE_ROOT / "migrations"
+TEMPLATES_DIR = PACKAGE_ROOT / "templates"
+
+
+class ConsentMode(StrEnum):
+    """``opt-in``: an unset preference means *no* (GDPR). ``opt-out``: it means *yes* (CAN-SPAM)."""
+
+    OPT_IN = "opt-in"
+    OPT_OUT = "opt-out"
+
+
+DEFAULT_TOPICS = ("member-updates", "special-offers", "partner-offers", "surveys")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LISTWARDEN_", extra="ignore")
+
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = "embedded"
+    smtp_url: str = ""
+    secret_key: str = ""
+    #: Retired secret keys, still accepted when verifying signed tokens (comma separated).
+    old_secret_keys: list[str] = Field(default_factory=list)
+    #: Key of the address hash that suppressions are stored under. Derived from the first
+    #: secret key when unset; set it explicitly before rotating ``secret_key``.
+    hash_key: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+    postal_address: str = "Listwarden Demo Ltd, 1 Example Street, 10115 Berlin, Germany"
+    sender_name: str = "Listwarden"
+    consent_mode: ConsentMode = ConsentMode.OPT_IN
+    topics: list[str] = Field(default_factory=lambda: list(DEFAULT_TOPICS))
+    minimum_age: int = 18
+    #: Refuse individual text fields longer than this many characters.
+    max_field_length: int = 500
+    check_deliverability: bool = False
+    auto_migrate: bool = True
+
+    @field_validator("old_secret_keys", "topics", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.var_dir / 'listwarden.db').resolve()}"
+
+    @property
+    def resolved_smtp_url(self) -> str:
+        if self.smtp_url:
+            return self.smtp_url
+        return f"outbox:{(self.var_dir / 'outbox').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url in ("", "embedded", "stub")
+
+    def ensure_secret_key(self) -> str:
+        """Return the secret key, generating and storing one under ``var/`` if unset."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.var_dir / "secret_key"
+        if path.exists():
+            self.secret_key = path.read_text().strip()
+        else:
+            self.var_dir.mkdir(parents=True, exist_ok=True)
+            key = secrets.token_urlsafe(48)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(key + "\n")
+            self.secret_key = key
+        return self.secret_key
+
+    def address_hash_key(self) -> bytes:
+        if self.hash_key:
+            return self.hash_key.encode()
+        secret = self.ensure_secret_key().encode()
+        return hmac.new(secret, b"listwarden/address-hash/v1", hashlib.sha256).digest()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.ensure_secret_key()
+    return settings
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()
