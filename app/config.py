@@ -108,12 +108,25 @@ class Settings(BaseSettings):
         return hmac.new(secret, b"listwarden/address-hash/v1", hashlib.sha256).digest()
 
 
+_override: Settings | None = None
+
+
 @lru_cache(maxsize=1)
-def get_settings() -> Settings:
+def _from_environment() -> Settings:
     settings = Settings()
     settings.ensure_secret_key()
     return settings
 
 
-def reset_settings_cache() -> None:
-    get_settings.cache_clear()
+def get_settings() -> Settings:
+    """The settings in force: from the environment, unless a caller installed others."""
+    return _override if _override is not None else _from_environment()
+
+
+def use_settings(settings: Settings | None) -> None:
+    """Install settings for this process (CLI options, tests); None returns to the environment."""
+    global _override
+    if settings is not None:
+        settings.ensure_secret_key()
+    _override = settings
+    _from_environment.cache_clear()

@@ -41,16 +41,15 @@ class ApiToken(SQLModel, table=True):
 
 class AuditLog(SQLModel, table=True):
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_at", "at"), Index("ix_audit_target", "target_type", "target_id"))
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_target", "target_type", "target_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    actor_token_id: int | None = Field(
-        default=None, sa_column=Column(Integer, ForeignKey("api_token.id"))
-    )
-    actor_user_id: int | None = Field(
-        default=None, sa_column=Column(Integer, ForeignKey("app_user.id"))
-    )
+    actor_token_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("api_token.id")))
+    actor_user_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("app_user.id")))
     actor_role: str | None = Field(default=None, sa_column=Column(String(12)))
     action: str = Field(sa_column=Column(String(60), nullable=False))
     target_type: str | None = Field(default=None, sa_column=Column(String(40)))

@@ -45,9 +45,7 @@ class Suppression(SQLModel, table=True):
     delivery_id: int | None = Field(
         default=None, sa_column=Column(Integer, ForeignKey("delivery.id", ondelete="SET NULL"))
     )
-    created_by_user_id: int | None = Field(
-        default=None, sa_column=Column(Integer, ForeignKey("app_user.id"))
-    )
+    created_by_user_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("app_user.id")))
     created_by_token_id: int | None = Field(
         default=None, sa_column=Column(Integer, ForeignKey("api_token.id"))
     )
@@ -56,7 +54,5 @@ class Suppression(SQLModel, table=True):
     lifted_by_token_id: int | None = Field(
         default=None, sa_column=Column(Integer, ForeignKey("api_token.id"))
     )
-    lifted_by_user_id: int | None = Field(
-        default=None, sa_column=Column(Integer, ForeignKey("app_user.id"))
-    )
+    lifted_by_user_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("app_user.id")))
     lift_note: str | None = Field(default=None, sa_column=Column(Text))

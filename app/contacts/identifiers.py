@@ -1,0 +1,94 @@
+"""Normalising the identifiers a person is reached by: email, phone, postal address.
+
+Normalised forms are what contacts store and what the keyed hashes are made of, so the
+rules here decide whether two spellings are the same person. Email addresses are checked
+with email-validator (no DNS unless configured; internationalised addresses accepted);
+phone numbers are parsed with phonenumbers and kept in E.164.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+
+from app.errors import ValidationProblem
+
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class NormalisedEmail:
+    address: str
+    #: Lower-cased form that hashes and matching use: suppression ignores letter case.
+    key: str
+    #: ASCII (IDNA) form of the domain, lower case.
+    domain: str
+
+
+def normalise_email(raw: str, *, check_deliverability: bool = False, field: str = "email") -> NormalisedEmail:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValidationProblem("an email address is required", field=field)
+    try:
+        result = validate_email(
+            raw.strip(),
+            check_deliverability=check_deliverability,
+            allow_smtputf8=True,
+        )
+    except EmailNotValidError as exc:
+        raise ValidationProblem(f"invalid email address: {exc}", field=field) from exc
+    domain = (result.ascii_domain or result.domain).lower()
+    local = result.local_part
+    key = f"{local}@{domain}".lower()
+    return NormalisedEmail(address=result.normalized, key=key, domain=domain)
+
+
+def normalise_domain(raw: str, *, field: str = "address") -> str:
+    value = raw.strip().lstrip("@").rstrip(".").lower()
+    if not value or " " in value or "." not in value:
+        raise ValidationProblem("invalid domain name", field=field)
+    try:
+        result = validate_email(f"x@{value}", check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise ValidationProblem(f"invalid domain name: {exc}", field=field) from exc
+    return (result.ascii_domain or result.domain).lower()
+
+
+def normalise_phone(raw: str, *, region: str | None = None, field: str = "phone") -> str:
+    """Return the number in E.164; numbers without a country code need ``region``."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValidationProblem("a phone number is required", field=field)
+    try:
+        number = phonenumbers.parse(raw.strip(), (region or "").upper() or None)
+    except phonenumbers.NumberParseException as exc:
+        hint = "" if region else " (use the international form, +<country code>…)"
+        raise ValidationProblem(f"invalid phone number: {exc.args[0]}{hint}", field=field) from exc
+    if not phonenumbers.is_valid_number(number):
+        raise ValidationProblem("invalid phone number: not a valid number", field=field)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _fold(value: str | None) -> str:
+    if not value:
+        return ""
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", value)).strip().casefold()
+
+
+def postal_key(line1: str | None, zip_code: str | None, country: str | None) -> str | None:
+    """Canonical key of a postal address (first line, postcode, country), or None."""
+    a, z = _fold(line1), _fold(zip_code).replace(" ", "")
+    if not a or not z:
+        return None
+    return f"{a}|{z}|{_fold(country)}"
+
+
+def mask_email(key: str) -> str:
+    local, _, domain = key.partition("@")
+    return f"{local[:2]}…@{domain}"
+
+
+def mask_phone(e164: str) -> str:
+    return f"{e164[:3]}…{e164[-3:]}"

@@ -1,0 +1,204 @@
+"""The gate: the one rule that decides whether a contact may be contacted.
+
+Every path that selects recipients — campaign audiences, the claim-and-check step right
+before each SMTP transaction, test sends, service notices, postal and phone list exports —
+uses :func:`denial_reason` (as SQL inside its own statement) or :func:`check`. No other
+query decides who is sendable.
+
+Truth table, evaluated top to bottom; the first row that applies gives the answer. ``C`` is
+the channel, ``T`` the topic (or none), ``P`` the purpose, ``M`` the consent mode.
+
+====  =============================================================  ==================  ==========
+row   condition                                                      marketing           service
+====  =============================================================  ==================  ==========
+1     contact erased                                                 deny ``erased``     deny
+2     no identifier for C (email / phone / postal line1+zip)         deny ``no_address`` deny
+3     date of birth says under the minimum age (default 18)          deny ``underage``   deny
+4     active suppression, channel C or all, blocking reason          deny ``suppressed:<reason>``  deny
+      (hard_bounce, complaint, erasure, underage, invalid,
+      domain_block), any topic scope, matching any of the
+      contact's identifier hashes (email, phone, postal, domain)
+5     purpose is ``service``                                         —                   **allow**
+6     active opt-out suppression (unsubscribe, one_click, reply,     deny ``suppressed:<reason>``
+      manual_request, role), channel C or all, topic all or T
+7     preference C/all or C/T is ``opted_out``                       deny ``opted_out``
+8     M is ``opt-in`` and neither C/all nor C/T is ``opted_in``      deny ``no_consent``
+9     otherwise                                                      **allow**
+====  =============================================================  ==================  ==========
+
+So a topic opt-out never blocks other topics, a channel-wide opt-out blocks every topic of
+that channel, an opt-in to one topic does not undo a channel-wide opt-out, and service mail
+(receipts, security notices) skips rows 6–8 but never rows 1–4. When several suppressions
+apply, the reason named is the first in ``REASON_PRIORITY``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
+from sqlalchemy.orm import Session
+
+from app.config import ConsentMode, get_settings
+from app.models import Contact, Preference, Suppression
+from app.models.base import Channel, PreferenceStatus, Purpose
+from app.suppression.policy import BLOCKING_REASONS, OPT_OUT_REASONS, REASON_PRIORITY
+
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    contact_id: int
+    allowed: bool
+    reason: str | None
+
+
+def _age_cutoff(today: date, minimum_age: int) -> date:
+    try:
+        return today.replace(year=today.year - minimum_age)
+    except ValueError:  # 29 February
+        return today.replace(year=today.year - minimum_age, day=28)
+
+
+def _has_address(channel: Channel) -> ColumnElement[bool]:
+    if channel is Channel.EMAIL:
+        return Contact.email_hash.is_not(None)  # type: ignore[union-attr]
+    if channel is Channel.PHONE:
+        return Contact.phone_hash.is_not(None)  # type: ignore[union-attr]
+    return Contact.postal_hash.is_not(None)  # type: ignore[union-attr]
+
+
+def _suppression_reason(
+    channel: Channel, reasons: frozenset[str], topic: str | None, *, any_topic: bool
+) -> ColumnElement[str | None]:
+    s = Suppression.__table__.c  # type: ignore[attr-defined]
+    priority = case(
+        {reason: index for index, reason in enumerate(REASON_PRIORITY)},
+        value=s.reason,
+        else_=len(REASON_PRIORITY),
+    )
+    conditions = [
+        s.lifted_at.is_(None),
+        or_(s.channel.is_(None), s.channel == channel.value),
+        s.address_hash.in_(
+            [Contact.email_hash, Contact.phone_hash, Contact.postal_hash, Contact.domain_hash]
+        ),
+        s.reason.in_(sorted(reasons)),
+    ]
+    if not any_topic:
+        conditions.append(
+            or_(s.topic.is_(None), s.topic == topic) if topic is not None else s.topic.is_(None)
+        )
+    return (
+        select(literal("suppressed:") + s.reason)
+        .where(and_(*conditions))
+        .order_by(priority)
+        .limit(1)
+        .correlate(Contact)
+        .scalar_subquery()
+    )
+
+
+def _preference_exists(channel: Channel, topic: str | None, status: str) -> ColumnElement[bool]:
+    p = Preference.__table__.c  # type: ignore[attr-defined]
+    topic_match = or_(p.topic.is_(None), p.topic == topic) if topic is not None else p.topic.is_(None)
+    return (
+        select(literal(1))
+        .where(p.contact_id == Contact.id, p.channel == channel.value, p.status == status, topic_match)
+        .correlate(Contact)
+        .exists()
+    )
+
+
+def denial_reason(
+    channel: Channel | str,
+    topic: str | None,
+    purpose: Purpose | str,
+    *,
+    consent_mode: ConsentMode | str | None = None,
+    today: date | None = None,
+    minimum_age: int | None = None,
+) -> ColumnElement[str | None]:
+    """SQL expression over ``contact``: NULL when the contact may be contacted, else why not.
+
+    Use it inside the statement that needs it (a SELECT of the audience, the claim UPDATE):
+    the decision is then made by the database at that moment, in one round trip."""
+    settings = get_settings()
+    channel = Channel(channel)
+    purpose = Purpose(purpose)
+    mode = ConsentMode(consent_mode or settings.consent_mode)
+    cutoff = _age_cutoff(today or date.today(), settings.minimum_age if minimum_age is None else minimum_age)
+
+    steps: list[ColumnElement[str | None]] = [
+        case((Contact.erased_at.is_not(None), literal("erased")), else_=None),  # type: ignore[union-attr]
+        case((~_has_address(channel), literal("no_address")), else_=None),
+        case((Contact.date_of_birth > cutoff, literal("underage")), else_=None),  # type: ignore[operator]
+        _suppression_reason(channel, BLOCKING_REASONS, topic, any_topic=True),
+    ]
+    if purpose is Purpose.MARKETING:
+        steps.append(_suppression_reason(channel, OPT_OUT_REASONS, topic, any_topic=False))
+        steps.append(
+            case(
+                (
+                    _preference_exists(channel, topic, PreferenceStatus.OPTED_OUT),
+                    literal("opted_out"),
+                ),
+                else_=None,
+            )
+        )
+        if mode is ConsentMode.OPT_IN:
+            steps.append(
+                case(
+                    (
+                        ~_preference_exists(channel, topic, PreferenceStatus.OPTED_IN),
+                        literal("no_consent"),
+                    ),
+                    else_=None,
+                )
+            )
+    return func.coalesce(*steps)
+
+
+def sendable(
+    channel: Channel | str, topic: str | None, purpose: Purpose | str, **kwargs: object
+) -> ColumnElement[bool]:
+    """SQL condition over ``contact``: true exactly when :func:`denial_reason` is NULL."""
+    return denial_reason(channel, topic, purpose, **kwargs).is_(None)  # type: ignore[arg-type]
+
+
+def check(
+    session: Session,
+    contact_ids: Iterable[int],
+    *,
+    channel: Channel | str,
+    topic: str | None,
+    purpose: Purpose | str,
+    consent_mode: ConsentMode | str | None = None,
+    today: date | None = None,
+) -> dict[int, Decision]:
+    """Decide for many contacts at once. Unknown ids are answered ``not_found``."""
+    ids = list(dict.fromkeys(contact_ids))
+    reason = denial_reason(channel, topic, purpose, consent_mode=consent_mode, today=today)
+    decisions: dict[int, Decision] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk: Sequence[int] = ids[start : start + _CHUNK]
+        rows = session.execute(select(Contact.id, reason).where(Contact.id.in_(chunk)))  # type: ignore[union-attr]
+        for contact_id, why in rows:
+            decisions[contact_id] = Decision(contact_id, why is None, why)
+    for contact_id in ids:
+        decisions.setdefault(contact_id, Decision(contact_id, False, "not_found"))
+    return decisions
+
+
+def check_one(
+    session: Session,
+    contact_id: int,
+    *,
+    channel: Channel | str,
+    topic: str | None,
+    purpose: Purpose | str,
+) -> Decision:
+    return check(session, [contact_id], channel=channel, topic=topic, purpose=purpose)[contact_id]

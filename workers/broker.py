@@ -1,0 +1,60 @@
+"""The Dramatiq broker chosen by ``LISTWARDEN_BROKER_URL``.
+
+``embedded`` (default): an in-process broker whose workers run as threads of ``listwarden
+serve``; the delivery ledger, not the broker, is the record of work, so nothing is lost
+with the process. ``redis://…`` or ``amqp://…``: a shared broker and ``listwarden worker``
+processes on any number of hosts. Actor modules import this module first, so the broker is
+set before any actor is declared."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
+
+from app.config import Settings, get_settings
+
+#: Every module that declares actors; ``listwarden worker`` imports them all.
+ACTOR_MODULES: list[str] = []
+
+
+def _middleware() -> list[dramatiq.Middleware]:
+    return [
+        AgeLimit(),
+        TimeLimit(time_limit=30 * 60 * 1000),
+        ShutdownNotifications(),
+        Callbacks(),
+        Pipelines(),
+        Retries(max_retries=20, min_backoff=1000, max_backoff=5 * 60 * 1000),
+    ]
+
+
+def make_broker(settings: Settings | None = None) -> dramatiq.Broker:
+    settings = settings or get_settings()
+    url = settings.broker_url
+    if settings.embedded_broker:
+        broker: dramatiq.Broker = StubBroker(middleware=_middleware())
+        broker.emit_after("process_boot")
+        return broker
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=url, middleware=_middleware())
+    if url.startswith(("amqp://", "amqps://")):
+        from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+        return RabbitmqBroker(url=url, middleware=_middleware())
+    raise ValueError(f"unsupported LISTWARDEN_BROKER_URL {url!r} (embedded, redis://…, amqp://…)")
+
+
+broker = make_broker()
+dramatiq.set_broker(broker)
+
+
+def start_embedded_worker(threads: int = 4) -> dramatiq.Worker | None:
+    """Start worker threads in this process when the broker is embedded."""
+    if not isinstance(broker, StubBroker):
+        return None
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    return worker
