@@ -1,0 +1,163 @@
+"""The ``listwarden`` command (Typer). Every command reads the same LISTWARDEN_ settings."""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+import threading
+from typing import Annotated
+
+import typer
+
+from app.config import get_settings
+from app.models import Role
+
+app = typer.Typer(
+    help="Listwarden: email marketing lists that never ignore an opt-out.", no_args_is_help=True
+)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+user_app = typer.Typer(help="Staff users of the web UI.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(user_app, name="user")
+
+
+def _prepare() -> None:
+    from app.main import prepare_database
+
+    prepare_database(get_settings())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (SQLite or PostgreSQL)."""
+    from app.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings)
+    typer.echo(f"database is up to date: {settings.resolved_database_url.split('@')[-1]}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Run the API and the web UI (and the workers, when the broker is embedded)."""
+    import uvicorn
+
+    from app.main import create_app
+
+    settings = get_settings()
+    _prepare()
+    typer.echo(f"Listwarden is running at http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
+    typer.echo(f"database: {settings.resolved_database_url.split('@')[-1]}   broker: {settings.broker_url}")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", proxy_headers=True)
+
+
+@app.command()
+def worker(
+    threads: Annotated[int, typer.Option(help="Worker threads in this process.")] = 8,
+    queues: Annotated[list[str] | None, typer.Option("--queue", help="Only these queues.")] = None,
+) -> None:
+    """Run Dramatiq workers against LISTWARDEN_BROKER_URL (Redis or RabbitMQ)."""
+    import dramatiq
+
+    from workers.broker import ACTOR_MODULES, broker
+
+    settings = get_settings()
+    if settings.embedded_broker:
+        typer.echo(
+            "the embedded broker runs its workers inside `listwarden serve`; "
+            "set LISTWARDEN_BROKER_URL=redis://… or amqp://… to run separate workers",
+            err=True,
+        )
+        raise typer.Exit(2)
+    for module in ACTOR_MODULES:
+        importlib.import_module(module)
+    broker.emit_after("process_boot")
+    worker = dramatiq.Worker(broker, queues=set(queues) if queues else None, worker_threads=threads)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    worker.start()
+    typer.echo(f"worker started: {threads} threads, actors {sorted(broker.get_declared_actors())}")
+    stop.wait()
+    worker.stop()
+    broker.close()
+
+
+@app.command()
+def demo(
+    contacts: Annotated[int, typer.Option(help="How many demo contacts to create (first run only).")] = 300,
+) -> None:
+    """Seed demo data (once) and print a fresh admin login and API token."""
+    from rich.progress import Progress
+
+    from app.db import session_scope
+    from app.demo import seed
+
+    _prepare()
+    with Progress(transient=True) as progress:
+        progress.add_task("seeding demo data…", total=None)
+        with session_scope() as session:
+            result = seed(session, contacts_count=contacts)
+    settings = get_settings()
+    typer.echo(f"demo contacts created: {result.created} (0 means they were already there)")
+    typer.echo(f"web UI login: {result.admin_email} / {result.admin_password}")
+    creds = settings.var_dir / "demo-credentials.txt"
+    creds.write_text(f"{result.admin_email}\n{result.admin_password}\n{result.admin_token}\n")
+    creds.chmod(0o600)
+    typer.echo(f"admin API token (also in {creds}):")
+    typer.echo(result.admin_token)
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[Role, typer.Option(help="admin, marketer, sales or compliance.")],
+    name: Annotated[str, typer.Option(help="What the token is for.")] = "",
+) -> None:
+    """Create an API token. The token is printed alone on the last line."""
+    from app.auth.service import create_token
+    from app.db import session_scope
+
+    _prepare()
+    with session_scope() as session:
+        row, plain = create_token(session, role, name=name)
+    typer.echo(
+        f"created token {row.prefix}… (id {row.id}, role {role.value}); it is shown only once:", err=True
+    )
+    typer.echo(plain)
+
+
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Option(help="Login email.")],
+    role: Annotated[Role, typer.Option(help="admin, marketer, sales or compliance.")],
+    name: Annotated[str, typer.Option()] = "",
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)] = "",
+) -> None:
+    """Create a staff user for the web UI."""
+    from app.auth.service import create_user
+    from app.db import session_scope
+    from app.errors import DomainError
+
+    _prepare()
+    try:
+        with session_scope() as session:
+            user = create_user(session, email=email, name=name, role=role, password=password)
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"created user {user.email} ({user.role})")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
