@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
+from sqlalchemy import ColumnElement
 from sqlmodel import col, or_, select
 
 from app.auth.actor import Actor
@@ -72,9 +73,9 @@ def consent_events(
 ) -> dict[str, list[ConsentOut]]:
     """The consent ledger for a contact or an address (found by its keyed hash)."""
     stmt = select(ConsentEvent)
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if contact_id is not None:
-        conditions.append(ConsentEvent.contact_id == contact_id)
+        conditions.append(col(ConsentEvent.contact_id) == contact_id)
     if address:
         conditions.append(col(ConsentEvent.address_hash).in_(lookup_hashes(address)))
     if conditions:

@@ -77,21 +77,29 @@ def record_consent(
     return event
 
 
+def contact_identifiers(contact: Contact) -> list[tuple[str, str]]:
+    """(kind, keyed hash) of every identifier of the person, email first."""
+    pairs = [("email", contact.email_hash), ("phone", contact.phone_hash), ("postal", contact.postal_hash)]
+    return [(kind, h) for kind, h in pairs if h]
+
+
 def contact_hashes(contact: Contact) -> list[str]:
     """Every keyed hash that identifies the person (the domain hash is not personal)."""
-    return [h for h in (contact.email_hash, contact.phone_hash, contact.postal_hash) if h]
+    return [h for _kind, h in contact_identifiers(contact)]
+
+
+def contact_identifier_for(contact: Contact, channel: str | None) -> tuple[str, str] | None:
+    """The identifier of the channel itself when the person has one, else their first one."""
+    pairs = contact_identifiers(contact)
+    for kind, h in pairs:
+        if kind == channel:
+            return kind, h
+    return pairs[0] if pairs else None
 
 
 def contact_primary_hash(contact: Contact, channel: str | None) -> str | None:
-    by_channel = {
-        Channel.EMAIL.value: contact.email_hash,
-        Channel.PHONE.value: contact.phone_hash,
-        Channel.POSTAL.value: contact.postal_hash,
-    }
-    if channel and by_channel.get(channel):
-        return by_channel[channel]
-    hashes = contact_hashes(contact)
-    return hashes[0] if hashes else None
+    found = contact_identifier_for(contact, channel)
+    return found[1] if found else None
 
 
 def list_preferences(session: Session, contact_id: int) -> list[Preference]:
@@ -222,25 +230,12 @@ def _suppress_opt_out(
 ) -> None:
     from app.suppression.service import add_hashed  # local import: the modules use each other
 
-    key_hash = contact_primary_hash(contact, change.channel.value)
-    if key_hash is None:
+    found = contact_identifier_for(contact, change.channel.value)
+    if found is None:
         return
+    kind, key_hash = found
     reason = _OPT_OUT_REASON_BY_METHOD.get(method, Reason.MANUAL_REQUEST)
-    origin = (
-        Origin.RECIPIENT
-        if actor.kind == "recipient"
-        else (Origin.STAFF if actor.kind == "staff" else Origin.SYSTEM)
-    )
-    kind = {"email": "email", "phone": "phone", "postal": "postal"}[change.channel.value]
-    if (
-        key_hash
-        != {"email": contact.email_hash, "phone": contact.phone_hash, "postal": contact.postal_hash}[kind]
-    ):
-        kind = (
-            "email"
-            if key_hash == contact.email_hash
-            else ("phone" if key_hash == contact.phone_hash else "postal")
-        )
+    origin = {"recipient": Origin.RECIPIENT, "staff": Origin.STAFF}.get(actor.kind, Origin.SYSTEM)
     add_hashed(
         session,
         address_hash=key_hash,

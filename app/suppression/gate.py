@@ -40,6 +40,7 @@ from datetime import date
 
 from sqlalchemy import ColumnElement, and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
+from sqlmodel import col
 
 from app.config import ConsentMode, get_settings
 from app.models import Contact, Preference, Suppression
@@ -135,7 +136,7 @@ def denial_reason(
     steps: list[ColumnElement[str | None]] = [
         case((Contact.erased_at.is_not(None), literal("erased")), else_=None),  # type: ignore[union-attr]
         case((~_has_address(channel), literal("no_address")), else_=None),
-        case((Contact.date_of_birth > cutoff, literal("underage")), else_=None),  # type: ignore[operator]
+        case((col(Contact.date_of_birth) > cutoff, literal("underage")), else_=None),
         _suppression_reason(channel, BLOCKING_REASONS, topic, any_topic=True),
     ]
     if purpose is Purpose.MARKETING:
@@ -185,9 +186,10 @@ def check(
     decisions: dict[int, Decision] = {}
     for start in range(0, len(ids), _CHUNK):
         chunk: Sequence[int] = ids[start : start + _CHUNK]
-        rows = session.execute(select(Contact.id, reason).where(Contact.id.in_(chunk)))  # type: ignore[union-attr]
-        for contact_id, why in rows:
-            decisions[contact_id] = Decision(contact_id, why is None, why)
+        rows = session.execute(select(col(Contact.id), reason).where(col(Contact.id).in_(chunk)))
+        for found_id, why in rows:
+            if found_id is not None:
+                decisions[found_id] = Decision(found_id, why is None, why)
     for contact_id in ids:
         decisions.setdefault(contact_id, Decision(contact_id, False, "not_found"))
     return decisions

@@ -25,7 +25,7 @@ def active_for_hashes(
         col(Suppression.address_hash).in_(list(hashes)), col(Suppression.lifted_at).is_(None)
     )
     if channel is not None:
-        stmt = stmt.where(or_(col(Suppression.channel).is_(None), Suppression.channel == channel))
+        stmt = stmt.where(or_(col(Suppression.channel).is_(None), col(Suppression.channel) == channel))
     if reasons is not None:
         stmt = stmt.where(col(Suppression.reason).in_(list(reasons)))
     if exact_topic:
@@ -47,7 +47,7 @@ def search(
     if hashes is not None:
         stmt = stmt.where(col(Suppression.address_hash).in_(list(hashes)))
     if channel is not None:
-        stmt = stmt.where(or_(col(Suppression.channel).is_(None), Suppression.channel == channel))
+        stmt = stmt.where(or_(col(Suppression.channel).is_(None), col(Suppression.channel) == channel))
     if reason is not None:
         stmt = stmt.where(Suppression.reason == reason)
     if not include_lifted:
