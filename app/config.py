@@ -52,8 +52,6 @@ class Settings(BaseSettings):
     consent_mode: ConsentMode = ConsentMode.OPT_IN
     topics: list[str] = Field(default_factory=lambda: list(DEFAULT_TOPICS))
     minimum_age: int = 18
-    #: Refuse individual text fields longer than this many characters.
-    max_field_length: int = 500
     check_deliverability: bool = False
     auto_migrate: bool = True
 

@@ -23,7 +23,8 @@ log = logging.getLogger("listwarden")
 def _loc(field: str | None) -> list[str | int]:
     if not field:
         return ["body"]
-    return ["body", *[int(p) if p.isdigit() else p for p in field.split(".")]]
+    parts: list[str | int] = [int(p) if p.isdigit() else p for p in field.split(".")]
+    return parts if parts[0] in ("query", "path") else ["body", *parts]
 
 
 def prepare_database(settings: Settings) -> None:

@@ -52,7 +52,7 @@ class ConsentOut(BaseModel):
 def audit_log(
     session: SessionDep,
     actor: Compliance,
-    action: Annotated[str | None, Query(max_length=60)] = None,
+    action: Annotated[str | None, Query(max_length=60, pattern=r"^[a-z0-9_.]+$")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> dict[str, list[AuditOut]]:
@@ -77,7 +77,7 @@ def consent_events(
     if contact_id is not None:
         conditions.append(col(ConsentEvent.contact_id) == contact_id)
     if address:
-        conditions.append(col(ConsentEvent.address_hash).in_(lookup_hashes(address)))
+        conditions.append(col(ConsentEvent.address_hash).in_(lookup_hashes(address, field="query.address")))
     if conditions:
         stmt = stmt.where(or_(*conditions))
     rows = session.exec(stmt.order_by(col(ConsentEvent.id)).limit(limit))

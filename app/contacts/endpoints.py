@@ -75,7 +75,7 @@ def find(
     session: SessionDep,
     actor: Reader,
     email: Annotated[str | None, Query(max_length=320)] = None,
-    q: Annotated[str | None, Query(max_length=200)] = None,
+    q: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> ContactList:

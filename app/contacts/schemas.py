@@ -5,12 +5,29 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, StringConstraints, field_validator
 
 from app.models.base import Channel, PreferenceStatus, Source
 
 Short = Annotated[str, StringConstraints(max_length=200)]
-Scalar = str | int | float | bool | None
+#: NaN and infinities are not JSON: PostgreSQL's jsonb refuses them.
+Scalar = str | int | FiniteFloat | bool | None
+
+
+def reject_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL (U+0000): refuse it in any string, key or nested value."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain the NUL character (U+0000)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reject_nul(key)
+            reject_nul(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            reject_nul(item)
+    return value
+
 
 MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_VALUE = 1000
@@ -43,16 +60,19 @@ class ContactFields(BaseModel):
     date_of_birth: date | None = None
     age_confirmed: bool | None = None
 
-    @field_validator("attributes")
+    _no_nul = field_validator("*")(reject_nul)
+
+    #: ``source_detail`` (on ContactIn) is free-form too, so it gets the same bounds.
+    @field_validator("attributes", "source_detail", check_fields=False)
     @classmethod
     def _limit_attributes(cls, value: dict[str, Scalar] | None) -> dict[str, Scalar] | None:
         if value is None:
             return value
         if len(value) > MAX_ATTRIBUTES:
-            raise ValueError(f"at most {MAX_ATTRIBUTES} custom attributes")
+            raise ValueError(f"at most {MAX_ATTRIBUTES} entries")
         for key, item in value.items():
             if isinstance(item, str) and len(item) > MAX_ATTRIBUTE_VALUE:
-                raise ValueError(f"attribute {key!r} is longer than {MAX_ATTRIBUTE_VALUE} characters")
+                raise ValueError(f"entry {key!r} is longer than {MAX_ATTRIBUTE_VALUE} characters")
         return value
 
 
@@ -127,6 +147,8 @@ class PreferencesIn(BaseModel):
     consent_text: Annotated[str, StringConstraints(max_length=5000)] | None = None
     consent_version: Annotated[str, StringConstraints(max_length=64)] | None = None
     note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+    _no_nul = field_validator("consent_text", "consent_version", "note")(reject_nul)
 
 
 class PreferencesOut(BaseModel):

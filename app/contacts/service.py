@@ -174,9 +174,11 @@ def upsert(session: Session, data: ContactIn, actor: Actor) -> UpsertResult:
     if existing is not None and existing.erased_at is not None:
         existing = None
 
+    # ``age_confirmed: false`` refuses a new lead; for a known contact only a birth date
+    # under the minimum age proves them under age (and then they are erased).
     refusal = underage_reason(
         values.get("date_of_birth", existing.date_of_birth if existing else None),
-        values.get("age_confirmed"),
+        values.get("age_confirmed") if existing is None else None,
     )
     if refusal:
         if existing is None:
@@ -251,7 +253,7 @@ def rectify(session: Session, contact_id: int, patch: ContactFields, actor: Acto
     contact = get(session, contact_id)
     given = patch.model_dump(exclude_unset=True)
     values = _normalised(given)
-    refusal = underage_reason(values.get("date_of_birth", contact.date_of_birth), values.get("age_confirmed"))
+    refusal = underage_reason(values.get("date_of_birth", contact.date_of_birth), None)
     if refusal:
         erase(session, contact, actor, reason=Reason.UNDERAGE, method="staff")
         return UpsertResult(contact, created=False, erased_reason=Reason.UNDERAGE)

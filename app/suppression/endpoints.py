@@ -26,7 +26,7 @@ def list_suppressions(
     actor: Staff,
     address: Annotated[str | None, Query(max_length=320)] = None,
     channel: Annotated[str | None, Query(pattern="^(email|postal|phone)$")] = None,
-    reason: Annotated[str | None, Query(max_length=20)] = None,
+    reason: Annotated[str | None, Query(max_length=20, pattern="^[a-z_]+$")] = None,
     include_lifted: bool = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
@@ -34,7 +34,9 @@ def list_suppressions(
     """``?address=`` finds the entries for that address by its keyed hash (also after
     erasure), including entries for its domain."""
     if address is not None:
-        rows = service.list_for_address(session, address, include_lifted=include_lifted)
+        rows = service.list_for_address(
+            session, address, include_lifted=include_lifted, field="query.address"
+        )
     else:
         rows = repository.search(
             session, channel=channel, reason=reason, include_lifted=include_lifted, limit=limit, offset=offset
@@ -46,10 +48,11 @@ def list_suppressions(
 def add(data: SuppressionIn, session: SessionDep, actor: Staff) -> JSONResponse:
     """Record an opt-out that reached staff (phone, letter, email) or block an address or domain."""
     topic = None if data.scope == "all" else require_topic(session, data.scope, field="scope")
+    channel = data.channel or service.identify(data.address, kind=data.kind).default_channel
     row, created = service.add_for_address(
         session,
         address=data.address,
-        channel=None if data.channel == "all" else data.channel,
+        channel=None if channel == "all" else channel,
         topic=topic,
         reason=data.reason,
         method=data.method,
@@ -65,7 +68,7 @@ def lift(
     suppression_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
     session: SessionDep,
     actor: Admin,
-    note: Annotated[str | None, Query(max_length=2000)] = None,
+    note: Annotated[str | None, Query(max_length=2000, pattern=r"^[^\x00]*$")] = None,
 ) -> SuppressionOut:
     """Lift a suppression (admin only). It is kept as history and the act is audited."""
     return SuppressionOut.of(service.lift(session, suppression_id, actor=actor, note=note))

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from app.contacts.schemas import reject_nul
 from app.models import Suppression
 from app.suppression.policy import Reason
 
@@ -12,7 +13,8 @@ from app.suppression.policy import Reason
 class SuppressionIn(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    channel: Literal["email", "postal", "phone", "all"] = "email"
+    #: Defaults to the channel of the address: phone for a phone number, email otherwise.
+    channel: Literal["email", "postal", "phone", "all"] | None = None
     address: Annotated[str, StringConstraints(min_length=1, max_length=320)]
     kind: Literal["email", "phone", "domain"] | None = None
     reason: Reason = Reason.MANUAL_REQUEST
@@ -21,6 +23,8 @@ class SuppressionIn(BaseModel):
     #: How the request arrived: phone, letter, email, in_person, web, other.
     method: Literal["phone", "letter", "email", "in_person", "web", "other", "staff"] | None = None
     note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+    _no_nul = field_validator("note")(reject_nul)
 
     @field_validator("reason")
     @classmethod

@@ -29,6 +29,10 @@ class Identifier:
     hash: str
     hint: str
 
+    @property
+    def default_channel(self) -> str:
+        return "phone" if self.kind is IdentifierKind.PHONE else "email"
+
 
 def identify(address: str, *, kind: str | None = None, field: str = "address") -> Identifier:
     """Turn what staff typed (an email, ``@domain``, a phone number) into a keyed hash."""
@@ -52,9 +56,9 @@ def identify(address: str, *, kind: str | None = None, field: str = "address") -
     )
 
 
-def lookup_hashes(address: str) -> list[str]:
+def lookup_hashes(address: str, *, field: str = "address") -> list[str]:
     """Hashes to search for an address: the address itself and, for email, its domain."""
-    ident = identify(address)
+    ident = identify(address, field=field)
     hashes = [ident.hash]
     if ident.kind is IdentifierKind.EMAIL:
         domain = ident.hint.split("@", 1)[1]
@@ -217,10 +221,11 @@ def lift(session: Session, suppression_id: int, *, actor: Actor, note: str | Non
     return row
 
 
-def list_for_address(session: Session, address: str, *, include_lifted: bool = False) -> list[Suppression]:
-    return repository.search(
-        session, hashes=lookup_hashes(address), include_lifted=include_lifted, limit=1000
-    )
+def list_for_address(
+    session: Session, address: str, *, include_lifted: bool = False, field: str = "address"
+) -> list[Suppression]:
+    hashes = lookup_hashes(address, field=field)
+    return repository.search(session, hashes=hashes, include_lifted=include_lifted, limit=1000)
 
 
 def count_active(session: Session) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, or_
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from app.contacts import repository as contacts_repo
@@ -139,21 +139,7 @@ def search_contacts(
 
 
 def count_contacts_matching(session: Session, q: str | None) -> int:
-    if not q:
-        return contacts_repo.count_live(session)
-    like = f"%{q.lower()}%"
-    stmt = (
-        select(func.count(col(Contact.id)))
-        .where(col(Contact.erased_at).is_(None))
-        .where(
-            or_(
-                func.lower(col(Contact.email)).like(like),
-                func.lower(col(Contact.name)).like(like),
-                func.lower(col(Contact.company)).like(like),
-            )
-        )
-    )
-    return int(session.exec(stmt).one())
+    return contacts_repo.count_live(session, q or None)
 
 
 def active_user(session: Session, user_id: object) -> User | None:
