@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -49,6 +50,8 @@ def serve(
     from app.main import create_app
 
     settings = get_settings()
+    if "LISTWARDEN_PUBLIC_URL" not in os.environ:
+        settings.public_url = f"http://{host}:{port}"  # links in mail point at this server
     _prepare()
     typer.echo(f"Listwarden is running at http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")
     typer.echo(f"database: {settings.resolved_database_url.split('@')[-1]}   broker: {settings.broker_url}")
@@ -103,7 +106,12 @@ def demo(
         with session_scope() as session:
             result = seed(session, contacts_count=contacts)
     settings = get_settings()
-    typer.echo(f"demo contacts created: {result.created} (0 means they were already there)")
+    if result.created:
+        typer.echo(
+            f"demo contacts created: {result.created} (a few were then erased, to show erasure at work)"
+        )
+    else:
+        typer.echo("demo contacts were already there")
     typer.echo(f"web UI login: {result.admin_email} / {result.admin_password}")
     creds = settings.var_dir / "demo-credentials.txt"
     creds.write_text(f"{result.admin_email}\n{result.admin_password}\n{result.admin_token}\n")

@@ -53,6 +53,32 @@ class Settings(BaseSettings):
     topics: list[str] = Field(default_factory=lambda: list(DEFAULT_TOPICS))
     minimum_age: int = 18
     check_deliverability: bool = False
+
+    # ------------------------------------------------------------------ sending
+    #: Default sender of campaigns (a campaign may name its own).
+    from_email: str = "news@listwarden.example"
+    #: Domain of the VERP Return-Path (bounces) and of the reply / unsubscribe mailboxes.
+    bounce_domain: str = ""
+    reply_domain: str = ""
+    list_id_domain: str = ""
+    dkim_key_path: str = ""
+    dkim_selector: str = "listwarden"
+    dkim_domain: str = ""
+    #: Deliveries claimed, rendered and sent together (one claim statement each).
+    send_batch_size: int = 100
+    #: Ledger rows one slice message covers.
+    slice_size: int = 2000
+    #: A delivery left ``claimed`` this long (a crashed worker) becomes ``unknown``.
+    claim_lease_seconds: int = 600
+    max_attempts: int = 8
+    #: First retry after this many seconds; doubled each attempt, at most an hour.
+    retry_base_seconds: float = 30.0
+    #: Messages per second per campaign (0: no limit) and per recipient domain.
+    campaign_rate_limit: float = 0
+    domain_rate_limit: float = 0
+    #: How long an opt-out waits for the person's in-flight sends before answering.
+    optout_settle_seconds: float = 3.0
+    scheduler_interval_seconds: float = 5.0
     auto_migrate: bool = True
 
     @field_validator("old_secret_keys", "topics", mode="before")
@@ -74,6 +100,22 @@ class Settings(BaseSettings):
         if self.smtp_url:
             return self.smtp_url
         return f"outbox:{(self.var_dir / 'outbox').resolve()}"
+
+    @property
+    def sender_domain(self) -> str:
+        return self.from_email.rpartition("@")[2].lower()
+
+    @property
+    def resolved_bounce_domain(self) -> str:
+        return (self.bounce_domain or self.sender_domain).lower()
+
+    @property
+    def resolved_reply_domain(self) -> str:
+        return (self.reply_domain or self.sender_domain).lower()
+
+    @property
+    def resolved_list_id_domain(self) -> str:
+        return (self.list_id_domain or self.sender_domain).lower()
 
     @property
     def is_sqlite(self) -> bool:

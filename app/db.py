@@ -7,7 +7,7 @@ commit (enqueuing an actor, acknowledging an opt-out) runs after ``session_scope
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -62,15 +62,32 @@ def dispose_engines() -> None:
         _engines.clear()
 
 
+def after_commit(session: Session, callback: Callable[[], object]) -> None:
+    """Run ``callback`` once the unit of work has committed (enqueue an actor, wait for
+    in-flight sends before acknowledging an opt-out). Dropped if it rolls back."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+def run_after_commit(session: Session) -> None:
+    callbacks: list[Callable[[], object]] = session.info.pop("after_commit", [])
+    session.info.pop("settle_contacts", None)
+    for callback in callbacks:
+        callback()
+
+
 @contextmanager
 def session_scope(settings: Settings | None = None) -> Iterator[Session]:
-    """One unit of work: commit on success, roll back on any exception."""
+    """One unit of work: commit on success, roll back on any exception; then run the
+    after-commit callbacks."""
     session = Session(get_engine(settings), expire_on_commit=False)
     try:
         yield session
         session.commit()
     except BaseException:
         session.rollback()
+        session.info.pop("after_commit", None)
+        session.info.pop("settle_contacts", None)
         raise
     finally:
         session.close()
+    run_after_commit(session)

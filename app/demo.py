@@ -8,13 +8,13 @@ import secrets
 from dataclasses import dataclass
 from datetime import date
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from app.auth.actor import Actor
 from app.auth.service import create_token, hash_password
 from app.contacts import service as contacts
 from app.contacts.schemas import ContactIn, PreferenceItem
-from app.models import Contact, Role, User
+from app.models import ApiToken, Contact, Role, User, utcnow
 from app.models.base import Channel, PreferenceStatus, Source
 from app.preferences.service import PreferenceChange, apply_changes
 from app.suppression import service as suppressions
@@ -196,6 +196,11 @@ def seed(session: Session, *, contacts_count: int = 300, rng_seed: int = 7) -> D
     admin.active = True
     session.add(admin)
     session.flush()
+    for old in session.exec(
+        select(ApiToken).where(ApiToken.name == "demo", col(ApiToken.revoked_at).is_(None))
+    ):
+        old.revoked_at = utcnow()  # one demo token at a time: the one printed last
+        session.add(old)
     _row, token = create_token(session, Role.ADMIN, name="demo", user_id=admin.id)
     return DemoResult(
         created=created, admin_email=DEMO_ADMIN_EMAIL, admin_password=password, admin_token=token

@@ -16,7 +16,9 @@ from app.models import Role
 
 
 def get_session() -> Iterator[Session]:
-    """One session per request. ``scope="function"`` commits *before* the answer is sent."""
+    """One session per request. ``scope="function"`` commits *before* the answer is sent,
+    and runs the after-commit callbacks (e.g. an opt-out waiting out in-flight sends)
+    before it too."""
     with session_scope() as session:
         yield session
 

@@ -46,11 +46,18 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         prepare_database(settings)
         worker = None
-        if start_workers and settings.embedded_broker:
-            from workers.broker import start_embedded_worker
+        stop_scheduler = None
+        if start_workers:
+            from app.campaigns.scheduler import start_scheduler
 
-            worker = start_embedded_worker()
+            stop_scheduler = start_scheduler(settings)
+            if settings.embedded_broker:
+                from workers.broker import start_embedded_worker
+
+                worker = start_embedded_worker()
         yield
+        if stop_scheduler is not None:
+            stop_scheduler.set()
         if worker is not None:
             worker.stop()
 
@@ -96,6 +103,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         ]
         return JSONResponse({"detail": errors}, status_code=422)
 
+    from app.campaigns.endpoints import router as campaigns_router
     from app.compliance.endpoints import router as compliance_router
     from app.contacts.endpoints import router as contacts_router
     from app.suppression.endpoints import router as suppression_router
@@ -106,6 +114,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.include_router(suppression_router)
     app.include_router(topics_router)
     app.include_router(compliance_router)
+    app.include_router(campaigns_router)
     app.include_router(web_router)
 
     @app.get("/healthz", include_in_schema=False)

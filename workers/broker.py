@@ -15,7 +15,7 @@ from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, Shutdow
 from app.config import Settings, get_settings
 
 #: Every module that declares actors; ``listwarden worker`` imports them all.
-ACTOR_MODULES: list[str] = []
+ACTOR_MODULES: list[str] = ["workers.campaigns"]
 
 
 def _middleware() -> list[dramatiq.Middleware]:
@@ -51,10 +51,18 @@ broker = make_broker()
 dramatiq.set_broker(broker)
 
 
+def import_actors() -> None:
+    import importlib
+
+    for module in ACTOR_MODULES:
+        importlib.import_module(module)
+
+
 def start_embedded_worker(threads: int = 4) -> dramatiq.Worker | None:
     """Start worker threads in this process when the broker is embedded."""
     if not isinstance(broker, StubBroker):
         return None
+    import_actors()
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()
     return worker

@@ -15,6 +15,7 @@ class Campaign(SQLModel, table=True):
     """Status: draft -> scheduled -> sending -> paused -> sent | cancelled."""
 
     __tablename__ = "campaign"
+    __table_args__ = (Index("ix_campaign_status", "status", "scheduled_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=Column(String(200), nullable=False))
@@ -32,6 +33,10 @@ class Campaign(SQLModel, table=True):
     audience: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType))
     status: str = Field(default="draft", sa_column=Column(String(12), nullable=False))
     scheduled_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: When the delivery ledger for the audience was completely written.
+    audience_built_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: Messages per second for this campaign; None: the configured default.
+    rate_limit: float | None = None
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_by_token_id: int | None = Field(

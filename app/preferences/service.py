@@ -179,11 +179,26 @@ def apply_changes(
         session.add(current)
         if change.status is PreferenceStatus.OPTED_OUT:
             _suppress_opt_out(session, contact, change, method, actor, event.id)
+            settle_after_commit(session, [contact.id], actor)
         elif confirmed_by_person:
             _lift_own_opt_outs(session, hashes, change, actor, event.id)
         outcome.applied.append(change)
     session.flush()
     return outcome
+
+
+def settle_after_commit(session: Session, contact_ids: list[int], actor: Actor) -> None:
+    """Before an opt-out is acknowledged, wait out the person's in-flight sends
+    (``app.delivery.service.settle``). System paths (bounces) acknowledge nobody."""
+    if actor.kind == "system" or not contact_ids:
+        return
+    from app.db import after_commit
+    from app.delivery.service import settle
+
+    pending: set[int] = session.info.setdefault("settle_contacts", set())
+    if not pending:
+        after_commit(session, lambda: settle(sorted(pending)))
+    pending.update(contact_ids)
 
 
 def _opt_in_refusal(

@@ -204,3 +204,40 @@ def check_one(
     purpose: Purpose | str,
 ) -> Decision:
     return check(session, [contact_id], channel=channel, topic=topic, purpose=purpose)[contact_id]
+
+
+def check_address(
+    session: Session,
+    address_hashes: Sequence[str],
+    *,
+    channel: Channel | str,
+    topic: str | None,
+    purpose: Purpose | str,
+) -> str | None:
+    """For mail to an address that is not (necessarily) a contact — a test send to staff —
+    the suppression rows of the table above (rows 4 and 6) decide: None when it may be
+    sent, else ``suppressed:<reason>``. Consent rows do not apply: it is not marketing to
+    that person."""
+    s = Suppression.__table__.c  # type: ignore[attr-defined]
+    channel = Channel(channel)
+    reasons = set(BLOCKING_REASONS) | (
+        set(OPT_OUT_REASONS) if Purpose(purpose) is Purpose.MARKETING else set()
+    )
+    rows = session.execute(
+        select(s.reason, s.topic).where(
+            s.lifted_at.is_(None),
+            or_(s.channel.is_(None), s.channel == channel.value),
+            s.address_hash.in_(list(address_hashes)),
+            s.reason.in_(sorted(reasons)),
+        )
+    ).all()
+    applying = [
+        reason
+        for reason, row_topic in rows
+        if reason in BLOCKING_REASONS or row_topic is None or row_topic == topic
+    ]
+    if not applying:
+        return None
+    return "suppressed:" + min(
+        applying, key=lambda r: REASON_PRIORITY.index(r) if r in REASON_PRIORITY else 99
+    )

@@ -109,6 +109,11 @@ def add_hashed(
     )
     session.add(row)
     session.flush()
+    if actor.kind != "system":
+        from app.preferences.service import settle_after_commit
+
+        ids = [c.id for c in matching_contacts(session, address_hash) if c.id is not None]
+        settle_after_commit(session, ids, actor)
     return row, True
 
 

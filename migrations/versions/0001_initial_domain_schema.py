@@ -232,9 +232,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("consent_event", schema=None) as batch_op:
         batch_op.create_index("ix_consent_event_address_hash", ["address_hash"], unique=False)
-        batch_op.create_index(
-            "ix_consent_event_contact", ["contact_id", "occurred_at"], unique=False
-        )
+        batch_op.create_index("ix_consent_event_contact", ["contact_id", "occurred_at"], unique=False)
 
     op.create_table(
         "import_job",
@@ -291,9 +289,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("campaign_id", "contact_id", name="uq_delivery_campaign_contact"),
     )
     with op.batch_alter_table("delivery", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_delivery_campaign_status", ["campaign_id", "status"], unique=False
-        )
+        batch_op.create_index("ix_delivery_campaign_status", ["campaign_id", "status"], unique=False)
         batch_op.create_index("ix_delivery_contact", ["contact_id"], unique=False)
         batch_op.create_index("ix_delivery_message_id", ["message_id"], unique=False)
 
@@ -407,9 +403,7 @@ def upgrade() -> None:
             ["app_user.id"],
         ),
         sa.ForeignKeyConstraint(["delivery_id"], ["delivery.id"], ondelete="SET NULL"),
-        sa.ForeignKeyConstraint(
-            ["inbound_message_id"], ["inbound_message.id"], ondelete="SET NULL"
-        ),
+        sa.ForeignKeyConstraint(["inbound_message_id"], ["inbound_message.id"], ondelete="SET NULL"),
         sa.ForeignKeyConstraint(
             ["lifted_by_token_id"],
             ["api_token.id"],

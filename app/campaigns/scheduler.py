@@ -1,0 +1,87 @@
+"""The periodic tick: due schedules, lost claims, due retries, finished campaigns, and
+slices lost with an embedded broker's memory. Every step is idempotent, so every
+``serve`` and ``worker`` process may run it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlmodel import col, select
+
+from app.campaigns import dispatch
+from app.campaigns import service as campaigns
+from app.config import Settings, get_settings
+from app.db import session_scope
+from app.delivery import repository as ledger
+from app.delivery.service import finish_if_done
+from app.errors import Conflict
+from app.models import Campaign, utcnow
+
+log = logging.getLogger("listwarden.scheduler")
+
+
+@dataclass
+class TickReport:
+    started: int = 0
+    expired_claims: int = 0
+    requeued: int = 0
+    finished: int = 0
+
+
+_last_requeue: dict[int, float] = {}
+
+
+def tick(settings: Settings | None = None, *, requeue_after: float = 30.0) -> TickReport:
+    settings = settings or get_settings()
+    report = TickReport()
+    now = utcnow()
+    with session_scope(settings) as session:
+        due = session.exec(
+            select(Campaign).where(Campaign.status == "scheduled", col(Campaign.scheduled_at) <= now)
+        ).all()
+        for campaign in due:
+            try:
+                campaigns.start_due(session, campaign)
+                report.started += 1
+            except Conflict:
+                continue
+    with session_scope(settings) as session:
+        report.expired_claims = ledger.expire_stale_claims(
+            session, lease=timedelta(seconds=settings.claim_lease_seconds)
+        )
+    with session_scope(settings) as session:
+        sending = session.exec(select(Campaign).where(Campaign.status == "sending")).all()
+        work = [(c.id, c.audience_built_at is not None) for c in sending if c.id is not None]
+    for campaign_id, built in work:
+        if finish_if_done(campaign_id, settings=settings):
+            report.finished += 1
+            continue
+        last = _last_requeue.get(campaign_id, 0.0)
+        if time.monotonic() - last < requeue_after:
+            continue
+        _last_requeue[campaign_id] = time.monotonic()
+        if not built:
+            dispatch.enqueue_build(campaign_id)
+        else:
+            report.requeued += dispatch.enqueue_slices(campaign_id)
+    return report
+
+
+def start_scheduler(settings: Settings | None = None) -> threading.Event:
+    """Run :func:`tick` every few seconds in a daemon thread; set the event to stop."""
+    settings = settings or get_settings()
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(settings.scheduler_interval_seconds):
+            try:
+                tick(settings)
+            except Exception:  # keep ticking: the next tick retries
+                log.exception("scheduler tick failed")
+
+    threading.Thread(target=loop, name="listwarden-scheduler", daemon=True).start()
+    return stop

@@ -1,0 +1,195 @@
+"""The delivery ledger: claim-and-check, outcomes, recovery, counts.
+
+The claim is one statement: it picks a micro-batch of due rows of one slice (skipping rows
+another worker holds, on PostgreSQL), evaluates the gate for each contact right there,
+and moves them to ``claimed`` or ``suppressed`` (with the gate's reason), returning what
+is needed to render the claimed ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, bindparam, case, func, literal, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from app.models import Campaign, Contact, Delivery, utcnow
+from app.suppression import gate
+
+#: Advisory lock: claim transactions hold it shared; an opt-out takes it exclusively.
+CLAIM_LOCK_KEY = 0x4C57_434C  # "LWCL"
+
+DUE_STATUSES = ("pending", "deferred")
+OPEN_STATUSES = ("pending", "claimed", "deferred")
+
+_d = Delivery.__table__  # type: ignore[attr-defined]
+_c = Contact.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    delivery_id: int
+    contact_id: int
+    status: str  # claimed | suppressed
+    reason: str | None
+    attempts: int
+    contact: dict[str, Any]
+
+
+CONTACT_COLUMNS = (
+    "email",
+    "name",
+    "phone",
+    "company",
+    "position",
+    "primary_business",
+    "city",
+    "region",
+    "zip",
+    "country",
+    "attributes",
+    "source",
+)
+
+
+def hold_claim_lock(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock_shared(CLAIM_LOCK_KEY)))
+
+
+def claim_batch(
+    session: Session, campaign: Campaign, *, lo: int, hi: int, limit: int, now: datetime | None = None
+) -> list[ClaimedRow]:
+    """Claim up to ``limit`` due deliveries with ids in [lo, hi], checking the gate."""
+    now = now or utcnow()
+    hold_claim_lock(session)
+    why = gate.denial_reason(campaign.channel, campaign.topic, campaign.purpose)
+    picked = (
+        select(_d.c.id.label("id"), why.label("why"))
+        .select_from(_d.join(_c, _c.c.id == _d.c.contact_id))
+        .where(
+            _d.c.campaign_id == campaign.id,
+            _d.c.id.between(lo, hi),
+            _d.c.status.in_(DUE_STATUSES),
+            or_(_d.c.next_attempt_at.is_(None), _d.c.next_attempt_at <= now),
+        )
+        .order_by(_d.c.id)
+        .limit(limit)
+        .with_for_update(of=_d, skip_locked=True)
+        .cte("picked")
+    )
+    passes = picked.c.why.is_(None)
+    stmt = (
+        update(_d)
+        .where(_d.c.id == picked.c.id, _c.c.id == _d.c.contact_id)
+        .values(
+            status=case((passes, literal("claimed")), else_=literal("suppressed")),
+            reason=picked.c.why,
+            claimed_at=now,
+            updated_at=now,
+            attempts=case((passes, _d.c.attempts + 1), else_=_d.c.attempts),
+        )
+        .returning(
+            _d.c.id,
+            _d.c.contact_id,
+            _d.c.status,
+            _d.c.reason,
+            _d.c.attempts,
+            *(_c.c[name] for name in CONTACT_COLUMNS),
+        )
+    )
+    rows = session.execute(stmt).all()
+    return sorted((_claimed(row) for row in rows), key=lambda r: r.delivery_id)
+
+
+def _claimed(row: Row[Any]) -> ClaimedRow:
+    values = row._mapping
+    return ClaimedRow(
+        delivery_id=values["id"],
+        contact_id=values["contact_id"],
+        status=values["status"],
+        reason=values["reason"],
+        attempts=values["attempts"],
+        contact={name: values[name] for name in CONTACT_COLUMNS},
+    )
+
+
+def record_outcomes(session: Session, outcomes: list[dict[str, Any]]) -> None:
+    """Write final or retry states, one executemany. Each dict: b_id, status, reason,
+    smtp_code, smtp_reply, message_id, sent_at, next_attempt_at."""
+    if not outcomes:
+        return
+    now = utcnow()
+    stmt = (
+        update(_d)
+        .where(_d.c.id == bindparam("b_id"), _d.c.status == "claimed")
+        .values(
+            status=bindparam("b_status"),
+            reason=bindparam("b_reason"),
+            smtp_code=bindparam("b_code"),
+            smtp_reply=bindparam("b_reply"),
+            message_id=bindparam("b_message_id"),
+            sent_at=bindparam("b_sent_at"),
+            next_attempt_at=bindparam("b_next"),
+            updated_at=now,
+        )
+    )
+    session.execute(stmt, outcomes, execution_options={"synchronize_session": False})
+
+
+def expire_stale_claims(session: Session, *, lease: timedelta) -> int:
+    """Claims older than the lease belong to a worker that died: mark them ``unknown``
+    (they may or may not have been sent; they are never sent again)."""
+    cutoff = utcnow() - lease
+    result = session.execute(
+        update(_d)
+        .where(_d.c.status == "claimed", _d.c.claimed_at < cutoff)
+        .values(status="unknown", reason="worker lost during send", updated_at=utcnow())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def counts(session: Session, campaign_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(_d.c.status, func.count()).where(_d.c.campaign_id == campaign_id).group_by(_d.c.status)
+    ).all()
+    return {status: int(n) for status, n in rows}
+
+
+def open_ranges(session: Session, campaign_id: int, slice_size: int) -> list[tuple[int, int]]:
+    """Id ranges of slices that still hold open rows (pending, claimed or deferred)."""
+    bucket = (_d.c.id - 1) // slice_size
+    rows = session.execute(
+        select(bucket.label("b"), func.min(_d.c.id), func.max(_d.c.id))
+        .where(_d.c.campaign_id == campaign_id, _d.c.status.in_(DUE_STATUSES))
+        .group_by(text("b"))
+        .order_by(text("b"))
+    ).all()
+    return [(int(lo), int(hi)) for _b, lo, hi in rows]
+
+
+def has_open(session: Session, campaign_id: int) -> bool:
+    found = session.execute(
+        select(_d.c.id).where(_d.c.campaign_id == campaign_id, _d.c.status.in_(OPEN_STATUSES)).limit(1)
+    ).first()
+    return found is not None
+
+
+def due_deferred(session: Session, campaign_id: int, now: datetime) -> bool:
+    found = session.execute(
+        select(_d.c.id)
+        .where(and_(_d.c.campaign_id == campaign_id, _d.c.status == "deferred", _d.c.next_attempt_at <= now))
+        .limit(1)
+    ).first()
+    return found is not None
+
+
+def inflight_for_contacts(session: Session, contact_ids: list[int]) -> int:
+    if not contact_ids:
+        return 0
+    return int(
+        session.execute(
+            select(func.count()).where(_d.c.contact_id.in_(contact_ids), _d.c.status == "claimed")
+        ).scalar_one()
+    )

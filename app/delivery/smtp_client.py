@@ -1,0 +1,142 @@
+"""A small SMTP client for the sending hot path: RFC 5321 with PIPELINING (RFC 2920).
+
+aiosmtplib reads exactly one reply per command written, so it cannot pipeline (its
+``read_response`` drops replies that arrive together). This client reads replies from an
+``asyncio.StreamReader`` line by line, so MAIL, RCPT and DATA can go out in one write and
+their three replies be read back in order. It does what a relay session needs and no
+more: EHLO, STARTTLS, AUTH PLAIN/LOGIN, SMTPUTF8, transactions, RSET and QUIT. Relays
+that do not offer PIPELINING are served by aiosmtplib (see ``transport``)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+
+class SmtpProtocolError(Exception):
+    """The server's answer was not SMTP, or the connection closed."""
+
+
+@dataclass(slots=True)
+class Reply:
+    code: int
+    text: str
+
+
+@dataclass(slots=True)
+class FastSmtpClient:
+    host: str
+    port: int
+    timeout: float = 60.0
+    helo: str | None = None
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    extensions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def connected(self) -> bool:
+        return self.writer is not None and not self.writer.is_closing()
+
+    def supports(self, name: str) -> bool:
+        return name.lower() in self.extensions
+
+    async def connect(
+        self,
+        *,
+        use_tls: bool = False,
+        start_tls: bool | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        context = ssl_context or ssl.create_default_context()
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port, ssl=context if use_tls else None, limit=2**20),
+            self.timeout,
+        )
+        self.reader, self.writer = reader, writer
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        greeting = await self.read_reply()
+        if greeting.code != 220:
+            raise SmtpProtocolError(f"greeting: {greeting.code} {greeting.text}")
+        await self.ehlo()
+        if not use_tls and (start_tls or (start_tls is None and self.supports("starttls"))):
+            reply = await self.command("STARTTLS")
+            if reply.code != 220:
+                raise SmtpProtocolError(f"STARTTLS: {reply.code} {reply.text}")
+            await asyncio.wait_for(writer.start_tls(context, server_hostname=self.host), self.timeout)
+            await self.ehlo()
+        if username is not None:
+            await self._auth(username, password or "")
+
+    async def ehlo(self) -> None:
+        reply = await self.command(f"EHLO {self.helo or socket.getfqdn() or 'localhost'}")
+        if reply.code != 250:
+            raise SmtpProtocolError(f"EHLO: {reply.code} {reply.text}")
+        self.extensions = {}
+        for line in reply.text.split("\n")[1:]:
+            name, _, params = line.strip().partition(" ")
+            self.extensions[name.lower()] = params
+
+    async def _auth(self, username: str, password: str) -> None:
+        methods = self.extensions.get("auth", "").upper().split()
+        if "PLAIN" in methods or not methods:
+            token = base64.b64encode(f"\0{username}\0{password}".encode()).decode()
+            reply = await self.command(f"AUTH PLAIN {token}")
+        elif "LOGIN" in methods:
+            reply = await self.command("AUTH LOGIN")
+            if reply.code == 334:
+                reply = await self.command(base64.b64encode(username.encode()).decode())
+            if reply.code == 334:
+                reply = await self.command(base64.b64encode(password.encode()).decode())
+        else:
+            raise SmtpProtocolError(f"no supported AUTH method among {methods}")
+        if reply.code != 235:
+            raise SmtpProtocolError(f"AUTH: {reply.code} {reply.text}")
+
+    def write(self, data: bytes) -> None:
+        if self.writer is None:
+            raise SmtpProtocolError("not connected")
+        self.writer.write(data)
+
+    async def read_reply(self) -> Reply:
+        if self.reader is None:
+            raise SmtpProtocolError("not connected")
+        lines: list[str] = []
+        while True:
+            raw = await asyncio.wait_for(self.reader.readline(), self.timeout)
+            if not raw:
+                raise SmtpProtocolError("connection closed by the server")
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if len(line) < 3 or not line[:3].isdigit():
+                raise SmtpProtocolError(f"malformed reply line {line[:80]!r}")
+            lines.append(line[4:])
+            if line[3:4] != "-":
+                return Reply(int(line[:3]), "\n".join(lines))
+
+    async def command(self, text: str) -> Reply:
+        self.write(text.encode("utf-8") + b"\r\n")
+        if self.writer is not None:
+            await self.writer.drain()
+        return await self.read_reply()
+
+    async def drain(self) -> None:
+        if self.writer is not None:
+            await self.writer.drain()
+
+    async def quit(self) -> None:
+        try:
+            if self.connected:
+                await self.command("QUIT")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None

@@ -1,0 +1,135 @@
+"""Signed, opaque recipient tokens for links and reply/bounce addresses.
+
+A token is the AES-SIV encryption (authenticated, deterministic; ``cryptography``) of a
+small binary payload: what it is for, the contact, the delivery. It cannot be forged or
+altered (the SIV tag authenticates it), it reveals nothing (it is encrypted), and it never
+expires. Keys are derived from ``LISTWARDEN_SECRET_KEY``; tokens made with any key in
+``LISTWARDEN_OLD_SECRET_KEYS`` still verify, and new tokens use the current key. A one-byte
+key hint, not secret, says which key to try first.
+
+Two spellings: URL tokens (base64url) for links, and address tokens (lower-case base32)
+for the local part of VERP Return-Path and Reply-To addresses, which some mail systems do
+not keep in their original letter case."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from functools import lru_cache
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from app.config import get_settings
+
+_VERSION = 1
+_PAYLOAD = struct.Struct(">BBQQ")  # version, kind, contact id, delivery id (0: none)
+_TAG = 16
+
+
+class TokenKind(IntEnum):
+    UNSUBSCRIBE = 1
+    PREFERENCES = 2
+    REPLY = 3
+    BOUNCE = 4
+    CONFIRM_OPT_IN = 5
+    UNSUBSCRIBE_BY_EMAIL = 6
+
+
+class BadToken(ValueError):
+    """The token was altered, truncated, made with an unknown key, or is of another kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPayload:
+    kind: TokenKind
+    contact_id: int
+    delivery_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    hint: int
+    cipher: AESSIV
+
+
+@lru_cache(maxsize=16)
+def _key(secret: str) -> _Key:
+    material = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=b"listwarden/tokens/v1").derive(
+        secret.encode()
+    )
+    hint = hmac.new(material, b"key-hint", hashlib.sha256).digest()[0]
+    return _Key(hint=hint, cipher=AESSIV(material))
+
+
+def _keys() -> list[_Key]:
+    settings = get_settings()
+    return [_key(settings.ensure_secret_key()), *(_key(old) for old in settings.old_secret_keys)]
+
+
+def _seal(payload: TokenPayload) -> bytes:
+    key = _keys()[0]
+    plain = _PAYLOAD.pack(_VERSION, payload.kind, payload.contact_id, payload.delivery_id or 0)
+    return bytes([key.hint]) + key.cipher.encrypt(plain, [bytes([payload.kind])])
+
+
+def _open(blob: bytes, kind: TokenKind) -> TokenPayload:
+    if len(blob) != 1 + _PAYLOAD.size + _TAG:
+        raise BadToken("malformed token")
+    hint, sealed = blob[0], blob[1:]
+    keys = sorted(_keys(), key=lambda k: k.hint != hint)  # the hinted key first, then the others
+    for key in keys:
+        try:
+            plain = key.cipher.decrypt(sealed, [bytes([kind])])
+        except InvalidTag:
+            continue
+        version, found_kind, contact_id, delivery_id = _PAYLOAD.unpack(plain)
+        if version != _VERSION or found_kind != kind:
+            raise BadToken("unsupported token")
+        return TokenPayload(TokenKind(found_kind), contact_id, delivery_id or None)
+    raise BadToken("token does not verify")
+
+
+def make_url_token(kind: TokenKind, contact_id: int, delivery_id: int | None = None) -> str:
+    return base64.urlsafe_b64encode(_seal(TokenPayload(kind, contact_id, delivery_id))).rstrip(b"=").decode()
+
+
+def read_url_token(token: str, kind: TokenKind) -> TokenPayload:
+    if not token or len(token) > 200:
+        raise BadToken("malformed token")
+    try:
+        blob = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise BadToken("malformed token") from exc
+    if not _canonical(blob, token):
+        raise BadToken("malformed token")
+    return _open(blob, kind)
+
+
+def _canonical(blob: bytes, token: str) -> bool:
+    """Refuse non-canonical spellings (extra bits, padding) so one token has one form."""
+    return base64.urlsafe_b64encode(blob).rstrip(b"=").decode() == token
+
+
+def make_address_token(kind: TokenKind, contact_id: int, delivery_id: int | None = None) -> str:
+    return base64.b32encode(_seal(TokenPayload(kind, contact_id, delivery_id))).rstrip(b"=").decode().lower()
+
+
+def read_address_token(token: str, kind: TokenKind) -> TokenPayload:
+    if not token or len(token) > 80:
+        raise BadToken("malformed token")
+    try:
+        upper = token.upper()
+        blob = base64.b32decode(upper + "=" * (-len(upper) % 8))
+    except (binascii.Error, ValueError) as exc:
+        raise BadToken("malformed token") from exc
+    if base64.b32encode(blob).rstrip(b"=").decode() != upper:
+        raise BadToken("malformed token")
+    return _open(blob, kind)

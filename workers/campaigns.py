@@ -1,0 +1,25 @@
+"""Campaign actors: thin; the work is in ``app.campaigns.service`` and ``app.delivery.service``."""
+
+from __future__ import annotations
+
+import dramatiq
+
+from workers.broker import broker  # noqa: F401  (sets the broker before actors are declared)
+
+
+@dramatiq.actor(queue_name="campaigns", max_retries=20, time_limit=6 * 3600 * 1000)
+def build_campaign(campaign_id: int) -> None:
+    """Write the delivery ledger for the audience, then enqueue its slices."""
+    from app.campaigns import dispatch
+    from app.campaigns.service import build_audience
+
+    build_audience(campaign_id)
+    dispatch.enqueue_slices(campaign_id)
+
+
+@dramatiq.actor(queue_name="sending", max_retries=20, time_limit=6 * 3600 * 1000)
+def send_slice(campaign_id: int, lo: int, hi: int) -> None:
+    """Send the due deliveries with ids in [lo, hi]. A duplicate message is harmless."""
+    from app.delivery.service import process_slice
+
+    process_slice(campaign_id, lo, hi)
