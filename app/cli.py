@@ -18,6 +18,10 @@ app = typer.Typer(
     help="Listwarden: email marketing lists that never ignore an opt-out.", no_args_is_help=True
 )
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+campaign_app = typer.Typer(
+    help="Campaigns: list, send (with progress), pause, resume, cancel.", no_args_is_help=True
+)
+app.add_typer(campaign_app, name="campaign")
 user_app = typer.Typer(help="Staff users of the web UI.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
@@ -76,9 +80,13 @@ def worker(
             err=True,
         )
         raise typer.Exit(2)
+    from app.campaigns.scheduler import start_scheduler
+
     for module in ACTOR_MODULES:
         importlib.import_module(module)
     broker.emit_after("process_boot")
+    _prepare()
+    stop_scheduler = start_scheduler(settings)
     worker = dramatiq.Worker(broker, queues=set(queues) if queues else None, worker_threads=threads)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -86,6 +94,7 @@ def worker(
     worker.start()
     typer.echo(f"worker started: {threads} threads, actors {sorted(broker.get_declared_actors())}")
     stop.wait()
+    stop_scheduler.set()
     worker.stop()
     broker.close()
 
@@ -160,7 +169,146 @@ def user_create(
     typer.echo(f"created user {user.email} ({user.role})")
 
 
+FINAL_DELIVERY = ("sent", "suppressed", "failed", "bounced", "unknown")
+
+
+def _campaign_status(campaign_id: int) -> tuple[str, dict[str, int]]:
+    from app.campaigns import service
+    from app.db import session_scope
+    from app.delivery import repository
+
+    with session_scope() as session:
+        campaign = service.get(session, campaign_id)
+        return campaign.status, repository.counts(session, campaign_id)
+
+
+def _control(campaign_id: int, action: str) -> None:
+    from app.auth.actor import Actor
+    from app.campaigns import service
+    from app.db import session_scope
+    from app.errors import DomainError
+
+    try:
+        with session_scope() as session:
+            campaign = service.get(session, campaign_id)
+            getattr(service, action)(session, campaign, Actor(kind="staff", role=Role.ADMIN))
+    except DomainError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@campaign_app.command("list")
+def campaign_list() -> None:
+    """Campaigns with their status and delivery counts."""
+    from sqlmodel import col, select
+
+    from app.db import session_scope
+    from app.delivery import repository
+    from app.models import Campaign
+
+    _prepare()
+    with session_scope() as session:
+        for c in session.exec(select(Campaign).order_by(col(Campaign.id).desc()).limit(100)):
+            assert c.id is not None
+            counts = repository.counts(session, c.id)
+            summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no deliveries"
+            typer.echo(f"{c.id:>5}  {c.status:<10} {c.name}  ({summary})")
+
+
+@campaign_app.command("status")
+def campaign_status(campaign_id: int) -> None:
+    """Status and counts by delivery status."""
+    _prepare()
+    status, counts = _campaign_status(campaign_id)
+    typer.echo(f"campaign {campaign_id}: {status}")
+    for key, value in sorted(counts.items()):
+        typer.echo(f"  {key:<11} {value}")
+
+
+@campaign_app.command("send")
+def campaign_send(
+    campaign_id: int,
+    follow: Annotated[bool, typer.Option(help="Follow progress until the campaign ends.")] = True,
+) -> None:
+    """Start sending (or schedule, if the campaign has a future time) and follow it."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    settings = get_settings()
+    _prepare()
+    worker = None
+    stop_scheduler = None
+    if settings.embedded_broker:  # no separate workers: this process does the sending
+        from app.campaigns.scheduler import start_scheduler
+        from workers.broker import start_embedded_worker
+
+        worker = start_embedded_worker()
+        stop_scheduler = start_scheduler(settings)
+    status, _ = _campaign_status(campaign_id)
+    if status in ("draft", "scheduled"):
+        _control(campaign_id, "send")
+    elif status == "paused":
+        _control(campaign_id, "resume")
+    try:
+        if not follow:
+            typer.echo(f"campaign {campaign_id}: {_campaign_status(campaign_id)[0]}")
+            return
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns) as progress:
+            task = progress.add_task(f"campaign {campaign_id}", total=None, detail="")
+            while True:
+                status, counts = _campaign_status(campaign_id)
+                total = sum(counts.values())
+                done = sum(counts.get(k, 0) for k in FINAL_DELIVERY)
+                detail = " ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+                progress.update(task, total=total or None, completed=done, detail=f"{status} {detail}")
+                if status in ("sent", "cancelled", "paused", "draft"):
+                    break
+                time.sleep(0.5)
+        typer.echo(
+            f"campaign {campaign_id}: {status}; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        )
+    finally:
+        if stop_scheduler is not None:
+            stop_scheduler.set()
+        if worker is not None:
+            worker.stop()
+
+
+@campaign_app.command("pause")
+def campaign_pause(campaign_id: int) -> None:
+    """Pause: takes effect within one micro-batch."""
+    _prepare()
+    _control(campaign_id, "pause")
+    typer.echo(f"campaign {campaign_id}: paused")
+
+
+@campaign_app.command("resume")
+def campaign_resume(campaign_id: int) -> None:
+    _prepare()
+    _control(campaign_id, "resume")
+    typer.echo(f"campaign {campaign_id}: sending")
+
+
+@campaign_app.command("cancel")
+def campaign_cancel(campaign_id: int) -> None:
+    _prepare()
+    _control(campaign_id, "cancel")
+    typer.echo(f"campaign {campaign_id}: cancelled")
+
+
 def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     try:
         app()
     except KeyboardInterrupt:

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     database_url: str = ""
     broker_url: str = "embedded"
+    #: Prefix of the broker's keys (Redis), so several installations can share a server.
+    broker_namespace: str = "listwarden"
     smtp_url: str = ""
     secret_key: str = ""
     #: Retired secret keys, still accepted when verifying signed tokens (comma separated).

@@ -39,7 +39,7 @@ def make_broker(settings: Settings | None = None) -> dramatiq.Broker:
     if url.startswith(("redis://", "rediss://", "unix://")):
         from dramatiq.brokers.redis import RedisBroker
 
-        return RedisBroker(url=url, middleware=_middleware())
+        return RedisBroker(url=url, middleware=_middleware(), namespace=settings.broker_namespace)
     if url.startswith(("amqp://", "amqps://")):
         from dramatiq.brokers.rabbitmq import RabbitmqBroker
 

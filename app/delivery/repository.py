@@ -82,7 +82,7 @@ def claim_batch(
     passes = picked.c.why.is_(None)
     stmt = (
         update(_d)
-        .where(_d.c.id == picked.c.id, _c.c.id == _d.c.contact_id)
+        .where(_d.c.id == picked.c.id)
         .values(
             status=case((passes, literal("claimed")), else_=literal("suppressed")),
             reason=picked.c.why,
@@ -90,28 +90,31 @@ def claim_batch(
             updated_at=now,
             attempts=case((passes, _d.c.attempts + 1), else_=_d.c.attempts),
         )
-        .returning(
-            _d.c.id,
-            _d.c.contact_id,
-            _d.c.status,
-            _d.c.reason,
-            _d.c.attempts,
-            *(_c.c[name] for name in CONTACT_COLUMNS),
-        )
+        .returning(_d.c.id, _d.c.contact_id, _d.c.status, _d.c.reason, _d.c.attempts)
     )
     rows = session.execute(stmt).all()
-    return sorted((_claimed(row) for row in rows), key=lambda r: r.delivery_id)
+    # RETURNING may only name the updated table on SQLite: the contacts come in a second
+    # statement of the same transaction.
+    wanted = [row.contact_id for row in rows if row.status == "claimed"]
+    contacts: dict[int, dict[str, Any]] = {}
+    if wanted:
+        found = session.execute(
+            select(_c.c.id, *(_c.c[name] for name in CONTACT_COLUMNS)).where(_c.c.id.in_(wanted))
+        ).all()
+        contacts = {r.id: {name: r._mapping[name] for name in CONTACT_COLUMNS} for r in found}
+    return sorted(
+        (_claimed(row, contacts.get(row.contact_id, {})) for row in rows), key=lambda r: r.delivery_id
+    )
 
 
-def _claimed(row: Row[Any]) -> ClaimedRow:
-    values = row._mapping
+def _claimed(row: Row[Any], contact: dict[str, Any]) -> ClaimedRow:
     return ClaimedRow(
-        delivery_id=values["id"],
-        contact_id=values["contact_id"],
-        status=values["status"],
-        reason=values["reason"],
-        attempts=values["attempts"],
-        contact={name: values[name] for name in CONTACT_COLUMNS},
+        delivery_id=row.id,
+        contact_id=row.contact_id,
+        status=row.status,
+        reason=row.reason,
+        attempts=row.attempts,
+        contact=contact,
     )
 
 
