@@ -104,10 +104,10 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
         return JSONResponse({"detail": errors}, status_code=422)
 
     from app.campaigns.endpoints import router as campaigns_router
-    from app.inbound.endpoints import router as inbound_router
-    from app.recipients.endpoints import router as recipients_router
     from app.compliance.endpoints import router as compliance_router
     from app.contacts.endpoints import router as contacts_router
+    from app.inbound.endpoints import router as inbound_router
+    from app.recipients.endpoints import router as recipients_router
     from app.suppression.endpoints import router as suppression_router
     from app.topics.endpoints import router as topics_router
     from app.web.endpoints import router as web_router
