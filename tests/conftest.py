@@ -162,3 +162,35 @@ def token_for(db: Settings) -> Callable[[str], dict[str, str]]:
 @pytest.fixture
 def admin_headers(token_for: Callable[[str], dict[str, str]]) -> dict[str, str]:
     return token_for("admin")
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[object]:
+    """A real SMTP server (aiosmtpd) in this process; ``.handler.received`` holds what it got."""
+    from tests.smtp_server import SmtpServer
+
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stub_worker(db: Settings) -> Iterator[Callable[[], None]]:
+    """Run the Dramatiq stub broker's queued work to completion: ``stub_worker()``."""
+    import dramatiq
+
+    from workers.broker import broker, import_actors
+
+    import_actors()
+    broker.flush_all()
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=50)
+    worker.start()
+
+    def drain() -> None:
+        for _ in range(3):  # actors enqueue more work (build -> slices)
+            for queue in sorted(broker.get_declared_queues()):
+                broker.join(queue, fail_fast=True)
+
+    yield drain
+    worker.stop()
+    broker.flush_all()

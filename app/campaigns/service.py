@@ -165,19 +165,19 @@ def audience_clause(audience: Audience) -> ColumnElement[bool]:
 def build_audience(campaign_id: int, *, settings: Settings | None = None) -> int:
     """Write the delivery ledger: one ``pending`` row per contact of the audience that
     passes the gate now (it is checked again at send time). Chunked by contact id,
-    idempotent (a row per campaign and contact at most), so a retry just continues."""
+    idempotent (a row per campaign and contact at most), so a retry just continues.
+    Returns the size of the ledger."""
     settings = settings or get_settings()
     with session_scope(settings) as session:
         campaign = get(session, campaign_id)
         if campaign.audience_built_at is not None:
-            return 0
+            return sum(ledger.counts(session, campaign_id).values())
         bounds = session.execute(select(func.min(Contact.id), func.max(Contact.id))).one()
         where = and_(
             audience_clause(Audience.model_validate(campaign.audience or {})),
             gate.sendable(campaign.channel, campaign.topic, campaign.purpose),
         )
         dialect = session.get_bind().dialect.name
-    written = 0
     low, high = bounds
     if low is not None:
         start = int(low)
@@ -205,7 +205,7 @@ def build_audience(campaign_id: int, *, settings: Settings | None = None) -> int
                     stmt = sqlite.insert(Delivery).from_select(target, chosen).on_conflict_do_nothing()
                 else:  # pragma: no cover
                     stmt = insert(Delivery).from_select(target, chosen)
-                written += int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+                session.execute(stmt)
             start = end + 1
     with session_scope(settings) as session:
         session.execute(
@@ -213,7 +213,7 @@ def build_audience(campaign_id: int, *, settings: Settings | None = None) -> int
             .where(Campaign.__table__.c.id == campaign_id)  # type: ignore[attr-defined]
             .values(audience_built_at=utcnow())
         )
-    return written
+        return sum(ledger.counts(session, campaign_id).values())
 
 
 # --------------------------------------------------------------------------- control
