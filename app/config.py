@@ -14,6 +14,7 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,7 +68,7 @@ class Settings(BaseSettings):
     dkim_selector: str = "listwarden"
     dkim_domain: str = ""
     #: Deliveries claimed, rendered and sent together (one claim statement each).
-    send_batch_size: int = 100
+    send_batch_size: int = 200
     #: Ledger rows one slice message covers.
     slice_size: int = 2000
     #: A delivery left ``claimed`` this long (a crashed worker) becomes ``unknown``.
@@ -148,6 +149,20 @@ class Settings(BaseSettings):
             return self.hash_key.encode()
         secret = self.ensure_secret_key().encode()
         return hmac.new(secret, b"listwarden/address-hash/v1", hashlib.sha256).digest()
+
+    # --- recipients
+    #: What an RFC 8058 one-click unsubscribe stops: all marketing email (the CAN-SPAM-safe
+    #: reading) or only the topic of the campaign whose message carried the link.
+    one_click_scope: Literal["all_marketing", "topic"] = "all_marketing"
+    #: "Unsubscribe by email address": requests per hour per client IP, and mails per hour
+    #: per address (over the address limit the form answers the same and sends nothing).
+    unsubscribe_by_email_per_ip_per_hour: int = Field(default=20, ge=1)
+    unsubscribe_by_email_per_address_per_hour: int = Field(default=3, ge=1)
+    #: How long a link mailed by that form works, and an opt-in confirmation link.
+    unsubscribe_link_hours: int = Field(default=48, ge=1)
+    opt_in_confirm_hours: int = Field(default=72, ge=1)
+    #: Access and erasure requests are due this many days after they are received.
+    data_request_due_days: int = Field(default=30, ge=1)
 
 
 _override: Settings | None = None

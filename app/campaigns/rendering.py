@@ -182,6 +182,11 @@ class Rendered:
     text: str
 
 
+def _render(template: Template, shared: dict[str, Any]) -> str:
+    """``Template.render`` without copying the variables again (they are not changed)."""
+    return template.environment.concat(template.root_render_func(template.new_context(shared, shared=True)))
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledCampaign:
     subject: Template
@@ -192,9 +197,11 @@ class CompiledCampaign:
     def render(self, context: dict[str, Any]) -> Rendered:
         """Render one message. Raises ``TemplateProblem`` for sandbox or data errors."""
         try:
-            subject = clean_header(self.subject.render(context))
-            body_html = self.html.render(context)
-            body_text = self.text.render(context)
+            # One context for the three templates (Template.render would copy it three times).
+            shared = {**_HTML_ENV.globals, **context}
+            subject = clean_header(_render(self.subject, shared))
+            body_html = _render(self.html, shared)
+            body_text = _render(self.text, shared)
         except SecurityError as exc:
             raise TemplateProblem(f"refused by the template sandbox: {exc}", field="html") from exc
         except (TemplateError, UndefinedError, TypeError, ValueError, ArithmeticError) as exc:
