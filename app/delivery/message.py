@@ -9,6 +9,8 @@ rendered text can start a new header line."""
 from __future__ import annotations
 
 import binascii
+import itertools
+import os
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -16,6 +18,16 @@ from email.header import Header
 from email.utils import formataddr, formatdate
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+
+#: MIME boundaries must not occur in the content, not be secret: a random per-process
+#: prefix and a counter are unique and cost nothing (os.urandom per message does).
+_BOUNDARY_PREFIX = "=_lw_" + secrets.token_hex(8) + f"_{os.getpid():x}_"
+_BOUNDARY_COUNTER = itertools.count()
+
+
+def unique_token() -> str:
+    """Unique within this process and, by its random prefix, across processes."""
+    return f"{_BOUNDARY_PREFIX}{next(_BOUNDARY_COUNTER):x}"
 
 
 class HeaderInjection(ValueError):
@@ -111,7 +123,7 @@ class OutgoingMessage:
         return lines
 
     def to_bytes(self) -> bytes:
-        boundary = "=_lw_" + secrets.token_hex(12)
+        boundary = unique_token()
         head = "\r\n".join(
             [*self.header_lines(), f'Content-Type: multipart/alternative; boundary="{boundary}"']
         ).encode("utf-8")

@@ -14,7 +14,6 @@ Invariants kept here (DESIGN.md section 3):
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from app.contacts.identifiers import normalise_email
 from app.db import get_engine, session_scope
 from app.delivery import repository
 from app.delivery.dkim import DkimSigner
-from app.delivery.message import OutgoingMessage, ascii_address, format_address
+from app.delivery.message import OutgoingMessage, ascii_address, format_address, unique_token
 from app.delivery.ratelimit import BUCKETS
 from app.delivery.transport import Envelope, Outcome, get_transport
 from app.models import Campaign, Delivery, Topic, utcnow
@@ -170,7 +169,7 @@ def build_envelope(
         subject=subject_prefix + rendered.subject,
         html=rendered.html,
         text=rendered.text,
-        message_id=f"<lw.{delivery_id}.{secrets.token_hex(6)}@{ctx.message_domain}>",
+        message_id=f"<lw.{delivery_id}.{unique_token()[5:]}@{ctx.message_domain}>",
         reply_to=f"reply+{reply}@{ctx.reply_domain}",
         list_unsubscribe=f"<{links['unsubscribe_url']}>, <mailto:unsubscribe+{mailto}@{ctx.reply_domain}>",
         one_click=True,

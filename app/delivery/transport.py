@@ -286,14 +286,18 @@ class _AfterDot(Exception):
         self.cause = cause
 
 
-_LINE_START_DOT = re.compile(rb"(?m)^\.")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
 
 def _dot_stuff(data: bytes) -> bytes:
-    data = _BARE_CR.sub(b"\r\n", _BARE_LF.sub(b"\r\n", data))
-    data = _LINE_START_DOT.sub(b"..", data)
+    """CRLF line endings, dots doubled at line starts, the terminating dot (RFC 5321 4.5.2)."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:  # bare CR or LF: normalise
+        data = _BARE_CR.sub(b"\r\n", _BARE_LF.sub(b"\r\n", data))
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if data.startswith(b"."):
+        data = b"." + data
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"
