@@ -169,6 +169,42 @@ def user_create(
     typer.echo(f"created user {user.email} ({user.role})")
 
 
+@app.command()
+def inbound(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (25 for SMTP from the world, 24 for LMTP).")] = 2525,
+    lmtp: Annotated[bool, typer.Option("--lmtp", help="Speak LMTP (behind Postfix/Exim), not SMTP.")] = False,
+) -> None:
+    """Receive replies, bounces and complaints for the reply/bounce domain (SMTP or LMTP)."""
+    from app.db import session_scope
+    from app.inbound import service
+    from app.inbound.listener import make_listener
+    from app.inbound.settings import get_inbound_settings
+
+    settings = get_settings()
+    _prepare()
+    worker = None
+    if settings.embedded_broker:  # no separate workers: this process classifies what it receives
+        from workers.broker import start_embedded_worker
+
+        worker = start_embedded_worker()
+    with session_scope() as session:
+        requeued = service.requeue_stale(session, older_than_seconds=60)
+    if requeued:
+        typer.echo(f"re-queued {len(requeued)} inbound messages left pending")
+    listener = make_listener(host, port, lmtp=lmtp)
+    listener.start()
+    domains = ", ".join(get_inbound_settings().accepted_domains())
+    typer.echo(f"{'LMTP' if lmtp else 'SMTP'} listener on {host}:{port} for {domains}")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    listener.stop()
+    if worker is not None:
+        worker.stop()
+
+
 FINAL_DELIVERY = ("sent", "suppressed", "failed", "bounced", "unknown")
 
 

@@ -203,12 +203,10 @@ def main() -> None:
         print(f"contacts              {args.contacts:,}  (suppression rows: {args.suppressions:,})")
         print(f"message size          {size:,} bytes, DKIM {args.dkim}, {args.connections} SMTP connections")
         print(f"deliveries            {counts}")
-        print(
-            f"smtp-source -d        {ref:,.0f} msg/s (median of {len(ref_rates)}: {', '.join(f'{r:,.0f}' for r in ref_rates)})"
-        )
-        print(
-            f"listwarden            {ours:,.0f} msg/s ({args.workers} workers x {args.threads} threads, {elapsed:.1f} s)"
-        )
+        runs = ", ".join(f"{r:,.0f}" for r in ref_rates)
+        print(f"smtp-source -d        {ref:,.0f} msg/s (median of {len(ref_rates)}: {runs})")
+        shape = f"{args.workers} workers x {args.threads} threads, {elapsed:.1f} s"
+        print(f"listwarden            {ours:,.0f} msg/s ({shape})")
         print(f"ratio                 {ours / ref:.3f}")
         print(f"peak worker memory    {', '.join(f'{m:.0f} MB' for m in memory)}")
     finally:

@@ -1,6 +1,6 @@
-"""The periodic tick: due schedules, lost claims, due retries, finished campaigns, and
-slices lost with an embedded broker's memory. Every step is idempotent, so every
-``serve`` and ``worker`` process may run it."""
+"""The periodic tick: due schedules, lost claims, due retries, finished campaigns, slices
+lost with an embedded broker's memory, and inbound mail stored but not yet classified.
+Every step is idempotent, so every ``serve`` and ``worker`` process may run it."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ class TickReport:
     expired_claims: int = 0
     requeued: int = 0
     finished: int = 0
+    inbound_requeued: int = 0
 
 
 _last_requeue: dict[int, float] = {}
