@@ -87,12 +87,16 @@ def test_starttls_and_auth(tmp_path: Path, pipelining: bool) -> None:
         assert [o.status for o in outcomes] == ["sent"], outcomes
         assert good.relay.pipelining is pipelining
         assert handler.received[0].rcpt == "to@example.com"
-        bad = SmtpTransport(RelayConfig.from_url(f"smtp://sender:wrong@127.0.0.1:{port}?starttls=1&verify=0&timeout=2"))
+        bad = SmtpTransport(
+            RelayConfig.from_url(f"smtp://sender:wrong@127.0.0.1:{port}?starttls=1&verify=0&timeout=2")
+        )
         (outcome,) = bad.send_batch(
             [Envelope(2, "b@example.com", "to@example.com", b"Subject: x\r\n\r\nhi\r\n")]
         )
         assert outcome.status == "deferred" and len(handler.received) == 1
-        unverified = SmtpTransport(RelayConfig.from_url(f"smtp://sender:s3cret@127.0.0.1:{port}?starttls=1&timeout=5"))
+        unverified = SmtpTransport(
+            RelayConfig.from_url(f"smtp://sender:s3cret@127.0.0.1:{port}?starttls=1&timeout=5")
+        )
         (outcome,) = unverified.send_batch(
             [Envelope(3, "b@example.com", "to@example.com", b"Subject: x\r\n\r\nhi\r\n")]
         )
