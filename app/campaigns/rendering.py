@@ -25,26 +25,11 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
 from app.config import TEMPLATES_DIR
+from app.delivery.repository import CONTACT_COLUMNS
 from app.errors import ValidationProblem
 
-CONTACT_VARIABLES = frozenset(
-    {
-        "name",
-        "first_name",
-        "last_name",
-        "email",
-        "phone",
-        "company",
-        "position",
-        "primary_business",
-        "city",
-        "region",
-        "zip",
-        "country",
-        "attributes",
-        "source",
-    }
-)
+#: The contact's fields a template sees: what the claim step reads, and the name split in two.
+CONTACT_VARIABLES = frozenset(CONTACT_COLUMNS) | {"first_name", "last_name"}
 LINK_VARIABLES = frozenset({"unsubscribe_url", "preferences_url"})
 SENDER_VARIABLES = frozenset({"postal_address", "sender_name", "campaign_name", "topic_name"})
 ALLOWED_VARIABLES = CONTACT_VARIABLES | LINK_VARIABLES | SENDER_VARIABLES
