@@ -152,7 +152,11 @@ def apply_changes(
             if refusal:
                 outcome.refused.append((change, refusal))
                 continue
-        if current_status == change.status.value:
+        # A confirmed opt-in is fresh consent even when the preference already says
+        # opted_in (an opt-out recorded as a suppression only, e.g. by staff): record it
+        # and lift the person's own opt-outs of that scope.
+        fresh_consent = confirmed_by_person and change.status is PreferenceStatus.OPTED_IN
+        if current_status == change.status.value and not fresh_consent:
             outcome.unchanged.append(change)
             continue
         event = record_consent(

@@ -5,7 +5,7 @@ small binary payload: what it is for, the contact, the delivery. It cannot be fo
 altered (the SIV tag authenticates it), it reveals nothing (it is encrypted), and it never
 expires. Keys are derived from ``LISTWARDEN_SECRET_KEY``; tokens made with any key in
 ``LISTWARDEN_OLD_SECRET_KEYS`` still verify, and new tokens use the current key. A one-byte
-key hint, not secret, says which key to try first.
+key hint, not secret but authenticated with the rest, says which key to try first.
 
 Two spellings: URL tokens (base64url) for links, and address tokens (lower-case base32)
 for the local part of VERP Return-Path and Reply-To addresses, which some mail systems do
@@ -77,7 +77,8 @@ def _keys() -> list[_Key]:
 def _seal(payload: TokenPayload) -> bytes:
     key = _keys()[0]
     plain = _PAYLOAD.pack(_VERSION, payload.kind, payload.contact_id, payload.delivery_id or 0)
-    return bytes([key.hint]) + key.cipher.encrypt(plain, [bytes([payload.kind])])
+    # The kind and the key hint are authenticated too: changing either breaks the tag.
+    return bytes([key.hint]) + key.cipher.encrypt(plain, [bytes([payload.kind]), bytes([key.hint])])
 
 
 def _open(blob: bytes, kind: TokenKind) -> TokenPayload:
@@ -87,7 +88,7 @@ def _open(blob: bytes, kind: TokenKind) -> TokenPayload:
     keys = sorted(_keys(), key=lambda k: k.hint != hint)  # the hinted key first, then the others
     for key in keys:
         try:
-            plain = key.cipher.decrypt(sealed, [bytes([kind])])
+            plain = key.cipher.decrypt(sealed, [bytes([kind]), bytes([hint])])
         except InvalidTag:
             continue
         version, found_kind, contact_id, delivery_id = _PAYLOAD.unpack(plain)
@@ -133,3 +134,36 @@ def read_address_token(token: str, kind: TokenKind) -> TokenPayload:
     if base64.b32encode(blob).rstrip(b"=").decode() != upper:
         raise BadToken("malformed token")
     return _open(blob, kind)
+
+
+# --------------------------------------------------------------------------- recipient pages
+# The same format as above; for two kinds the second field names something else than a
+# delivery (it is authenticated like the rest, so it cannot be altered):
+# - UNSUBSCRIBE_BY_EMAIL: the Unix time at which the link was mailed (such links expire);
+# - CONFIRM_OPT_IN: the id of the consent event that recorded the person's request.
+
+
+def make_emailed_link_token(contact_id: int, issued_at: int) -> str:
+    """Token of the link mailed by the "unsubscribe by email address" form."""
+    return make_url_token(TokenKind.UNSUBSCRIBE_BY_EMAIL, contact_id, issued_at)
+
+
+def read_emailed_link_token(token: str) -> tuple[int, int]:
+    """(contact id, Unix time the link was issued); raises ``BadToken``."""
+    payload = read_url_token(token, TokenKind.UNSUBSCRIBE_BY_EMAIL)
+    if payload.delivery_id is None:
+        raise BadToken("token without an issue time")
+    return payload.contact_id, payload.delivery_id
+
+
+def make_confirm_token(contact_id: int, request_event_id: int) -> str:
+    """Token of the link that confirms an opt-in asked for in the preference centre."""
+    return make_url_token(TokenKind.CONFIRM_OPT_IN, contact_id, request_event_id)
+
+
+def read_confirm_token(token: str) -> tuple[int, int]:
+    """(contact id, id of the consent event recording the request); raises ``BadToken``."""
+    payload = read_url_token(token, TokenKind.CONFIRM_OPT_IN)
+    if payload.delivery_id is None:
+        raise BadToken("token without a request")
+    return payload.contact_id, payload.delivery_id

@@ -1,0 +1,197 @@
+"""The one-click hot path (``write_one_clicks`` and its writer/settler threads) writes exactly
+what the general path (``apply_changes``) writes, refuses what it refuses, survives races,
+and answers only once nothing is in flight for the person (DESIGN invariant 2)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session, select
+
+from app.auth.actor import Actor
+from app.config import Settings, use_settings
+from app.contacts import service as contacts
+from app.models import ConsentEvent, Delivery, Preference, Suppression
+from app.models.base import Channel, PreferenceStatus
+from app.preferences.service import PreferenceChange, apply_changes
+from app.recipients import service
+from app.recipients.tokens import TokenKind, make_url_token
+from tests.recipients.conftest import mails_to, path_of
+
+ACTOR = Actor.recipient("198.51.100.7", "Mail provider one-click")
+
+
+def _rows(session: Session, contact_id: int) -> dict[str, Any]:
+    session.expire_all()
+    contact = contacts.get(session, contact_id)
+    events = session.exec(
+        select(ConsentEvent).where(ConsentEvent.contact_id == contact_id, ConsentEvent.method == "one_click")
+    ).all()
+    prefs = session.exec(select(Preference).where(Preference.contact_id == contact_id)).all()
+    supps = session.exec(select(Suppression).where(Suppression.address_hash == contact.email_hash)).all()
+    by_event = {e.id: i for i, e in enumerate(events)}
+    assert all(e.address_hash == contact.email_hash for e in events)
+    return {
+        "events": [
+            e.model_dump(exclude={"id", "contact_id", "address_hash", "occurred_at"})
+            | {"evidence": _evidence(e)}
+            for e in events
+        ],
+        "preferences": sorted(
+            (p.channel, p.topic or "", p.status, by_event.get(p.consent_event_id, "other")) for p in prefs
+        ),
+        "suppressions": sorted(
+            (
+                s.channel or "",
+                s.kind,
+                s.topic or "",
+                s.reason,
+                s.origin,
+                s.method or "",
+                s.address_hint or "",
+                str(s.lifted_at),
+                by_event.get(s.consent_event_id, "other"),
+                s.created_by_user_id,
+                s.created_by_token_id,
+            )
+            for s in supps
+        ),
+    }
+
+
+def _evidence(event: ConsentEvent) -> dict[str, Any]:
+    """Evidence without the ids that differ between the two people."""
+    return {k: v for k, v in event.evidence.items() if k not in ("delivery_id",)} | {
+        "has_delivery": "delivery_id" in event.evidence
+    }
+
+
+@pytest.mark.parametrize("scope", ["all_marketing", "topic"])
+@pytest.mark.parametrize("before", ["opted_in", "no_preference", "topic_opted_out_before"])
+def test_the_hot_path_writes_what_apply_changes_writes(
+    scope: str,
+    before: str,
+    db: Settings,
+    session: Session,
+    make_contact: Callable[..., int],
+    send_campaign: Callable[..., int],
+) -> None:
+    use_settings(db.model_copy(update={"one_click_scope": scope}))
+    fast = make_contact("fast@example.com")
+    general = make_contact("general@example.com")
+    send_campaign()
+    for cid in (fast, general):
+        contact = contacts.get(session, cid)
+        if before == "no_preference":
+            for pref in session.exec(select(Preference).where(Preference.contact_id == cid)).all():
+                session.delete(pref)
+        elif before == "topic_opted_out_before":
+            apply_changes(
+                session,
+                contact,
+                [PreferenceChange(Channel.EMAIL, "special-offers", PreferenceStatus.OPTED_OUT)],
+                method="one_click",
+                actor=ACTOR,
+            )
+    session.commit()
+    deliveries = {d.contact_id: d.id for d in session.exec(select(Delivery)).all()}
+
+    with_hot_path = service.run(
+        lambda s: service.write_one_clicks(s, [service.OneClick(fast, deliveries[fast], ACTOR)])
+    )
+    token = make_url_token(TokenKind.UNSUBSCRIBE, general, deliveries[general])
+    with_general_path = service.run(lambda s: service.one_click(s, token, ACTOR))
+    assert with_hot_path == [with_general_path]
+    assert _rows(session, fast) == _rows(session, general)
+
+
+def test_a_batch_sorts_out_every_kind_of_request(
+    db: Settings, session: Session, make_contact: Callable[..., int], send_campaign: Callable[..., int]
+) -> None:
+    a = make_contact("a@example.com")
+    b = make_contact("b@example.com")
+    erased = make_contact("erased@example.com")
+    send_campaign()
+    deliveries = {d.contact_id: d.id for d in session.exec(select(Delivery)).all()}
+    contacts.erase(session, contacts.get(session, erased), Actor(kind="staff", role="admin"))
+    session.commit()
+    clicks = [
+        service.OneClick(a, deliveries[a], ACTOR),
+        service.OneClick(a, deliveries[a], ACTOR),  # the same click twice
+        service.OneClick(a, deliveries[b], ACTOR),  # someone else's delivery
+        service.OneClick(987_654, None, ACTOR),  # nobody
+        service.OneClick(2**40, None, ACTOR),  # out of range
+        service.OneClick(erased, deliveries[erased], ACTOR),
+        service.OneClick(b, None, ACTOR),  # no delivery named: still the person
+    ]
+    results = service.run(lambda s: service.write_one_clicks(s, clicks))
+    assert results[0] is True and results[1] is False
+    assert all(isinstance(r, service.LinkProblem) and r.kind == "invalid" for r in results[2:5])
+    assert results[5] is False and results[6] is True
+    session.expire_all()
+    assert len(session.exec(select(Suppression).where(Suppression.reason == "one_click")).all()) == 2
+    again = service.run(lambda s: service.write_one_clicks(s, clicks[:1]))
+    assert again == [False]
+
+
+def test_concurrent_clicks_on_one_link_make_one_opt_out(
+    app, db: Settings, session: Session, make_contact: Callable[..., int], send_campaign: Callable[..., int]
+) -> None:
+    cid = make_contact("eager@example.com")
+    send_campaign()
+    [mail] = mails_to(db, "eager@example.com")
+    url = path_of(mail.list_unsubscribe()[0])
+    statuses: list[int] = []
+
+    def click() -> None:
+        with TestClient(app, base_url="https://lists.example.test") as bare:
+            statuses.append(bare.post(url, data={"List-Unsubscribe": "One-Click"}).status_code)
+
+    threads = [threading.Thread(target=click) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert statuses == [200] * 8
+    session.expire_all()
+    assert len(session.exec(select(Suppression).where(Suppression.reason == "one_click")).all()) == 1
+    events = session.exec(select(ConsentEvent).where(ConsentEvent.method == "one_click")).all()
+    assert [e.contact_id for e in events] == [cid]
+
+
+def test_the_answer_waits_for_the_persons_message_in_flight(
+    app, db: Settings, session: Session, make_contact: Callable[..., int], send_campaign: Callable[..., int]
+) -> None:
+    use_settings(db.model_copy(update={"optout_settle_seconds": 10.0}))
+    cid = make_contact("inflight@example.com")
+    send_campaign()
+    [mail] = mails_to(db, "inflight@example.com")
+    delivery = session.exec(select(Delivery).where(Delivery.contact_id == cid)).one()
+    delivery.status = "claimed"  # a worker is sending to them right now
+    session.add(delivery)
+    session.commit()
+
+    def finish_sending() -> None:
+        time.sleep(0.5)
+        with Session(session.get_bind()) as other:
+            row = other.get(Delivery, delivery.id)
+            assert row is not None
+            row.status = "sent"
+            other.add(row)
+            other.commit()
+
+    finisher = threading.Thread(target=finish_sending)
+    started = time.monotonic()
+    finisher.start()
+    with TestClient(app, base_url="https://lists.example.test") as bare:
+        r = bare.post(path_of(mail.list_unsubscribe()[0]), data={"List-Unsubscribe": "One-Click"})
+    waited = time.monotonic() - started
+    finisher.join()
+    assert r.status_code == 200
+    assert waited >= 0.5, waited  # not before the message in flight had gone
+    assert waited < 5, waited
