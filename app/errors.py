@@ -31,3 +31,13 @@ class Conflict(DomainError):
 class Forbidden(DomainError):
     status_code = 403
     code = "forbidden"
+
+
+class PayloadTooLarge(DomainError):
+    status_code = 413
+    code = "too_large"
+
+
+class UnsupportedType(DomainError):
+    status_code = 415
+    code = "unsupported_media_type"

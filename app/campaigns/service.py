@@ -60,22 +60,7 @@ def create(session: Session, data: CampaignIn, actor: Actor) -> Campaign:
     values = data.model_dump()
     values["audience"] = data.audience.model_dump(exclude_none=True)
     _check(session, values)
-    campaign = Campaign(
-        name=values["name"],
-        channel=values["channel"],
-        topic=values["topic"],
-        purpose=values["purpose"],
-        from_name=values["from_name"],
-        from_email=values["from_email"],
-        reply_to=values["reply_to"],
-        subject=values["subject"],
-        html=values["html"],
-        text=values["text"],
-        audience=values["audience"],
-        scheduled_at=values["scheduled_at"],
-        rate_limit=values["rate_limit"],
-        created_by_token_id=actor.token_id,
-    )
+    campaign = Campaign(**values, created_by_token_id=actor.token_id)
     session.add(campaign)
     session.flush()
     audit.record(session, actor, "campaign.create", target_type="campaign", target_id=campaign.id)

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.auth.actor import Actor
 from app.deps import ALL_STAFF, Require, SessionDep
-from app.errors import DomainError, ValidationProblem
+from app.errors import PayloadTooLarge, UnsupportedType, ValidationProblem
 from app.inbound import repository, service
 from app.inbound.schemas import InboundAccepted, InboundList, InboundOut, InboundSummary
 from app.inbound.settings import get_inbound_settings
@@ -33,16 +33,6 @@ Admin = Annotated[Actor, Depends(Require(Role.ADMIN))]
 
 _REFUSED_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded", "application/json")
 _KINDS = "^(pending|bounce|complaint|autoreply|optout|reply|unparseable)$"
-
-
-class PayloadTooLarge(DomainError):
-    status_code = 413
-    code = "too_large"
-
-
-class UnsupportedType(DomainError):
-    status_code = 415
-    code = "unsupported_media_type"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from email.message import Message
+from typing import Any
 
 from app.inbound import mime
 
@@ -442,6 +443,22 @@ def _dsn_recipients(blocks: list[dict[str, str]], source: str) -> list[Recipient
     return recipients
 
 
+def _delayed(recipients: list[Any], source: str) -> Report:
+    """A delay warning: reported as a bounce of type ``delayed``, which has no effect."""
+    first = recipients[0]
+    return Report(
+        kind="bounce",
+        subtype="delayed",
+        recipients=recipients,
+        bounce_type="delayed",
+        reason="delayed",
+        status=first.status,
+        smtp_code=first.smtp_code,
+        diagnostic=first.diagnostic,
+        source=source,
+    )
+
+
 def _report_from_recipients(
     recipients: list[RecipientReport], subject: str, body: str, source: str
 ) -> Report | None:
@@ -455,37 +472,14 @@ def _report_from_recipients(
         elif "" not in actions and all(a.startswith(("deliver", "relay", "expand")) for a in actions):
             return Report(kind="delivered", subtype="delivered", recipients=recipients, source=source)
     if not failed:
-        delayed = [r for r in recipients if r.action == "delayed"] or recipients
-        first = delayed[0]
-        return Report(
-            kind="bounce",
-            subtype="delayed",
-            recipients=delayed,
-            bounce_type="delayed",
-            reason="delayed",
-            status=first.status,
-            smtp_code=first.smtp_code,
-            diagnostic=first.diagnostic,
-            source=source,
-        )
+        return _delayed([r for r in recipients if r.action == "delayed"] or recipients, source)
     # No Action at all and only 4.x.x statuses, worded as a warning: a delay.
     if (
         all(not r.action for r in failed)
         and all(r.status.startswith("4") or not r.status for r in failed)
         and (_DELAY_SUBJECT.search(subject) or _DELAY_BODY.search(body))
     ):
-        first = failed[0]
-        return Report(
-            kind="bounce",
-            subtype="delayed",
-            recipients=failed,
-            bounce_type="delayed",
-            reason="delayed",
-            status=first.status,
-            smtp_code=first.smtp_code,
-            diagnostic=first.diagnostic,
-            source=source,
-        )
+        return _delayed(failed, source)
     first = failed[0]
     reasons = [reason_for(r.status, r.smtp_code, f"{r.diagnostic}") for r in failed]
     if all(reason in ("unknown", "temporary", "policy", "system_error") for reason in reasons):

@@ -24,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -58,7 +59,7 @@ class _Waiting:
     deadline: float
 
 
-class _Worker:
+class _Worker(ABC):
     """A daemon thread started on first use (again if it died), fed by a queue."""
 
     name = "listwarden-worker"
@@ -75,8 +76,9 @@ class _Worker:
                 self._thread.start()
         self._queue.put(jobs)
 
-    def _run(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def _run(self) -> None:
+        """The thread's loop, defined by each kind of worker."""
 
 
 class Settler(_Worker):
