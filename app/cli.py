@@ -233,6 +233,129 @@ def _control(campaign_id: int, action: str) -> None:
         raise typer.Exit(1) from exc
 
 
+@app.command("import")
+def import_file(
+    path: Annotated[str, typer.Argument(help="CSV file (UTF-8, UTF-16 or Latin-1; , ; tab or | separated).")],
+    source: Annotated[
+        str, typer.Option(help="registration, survey, survey_partial, event or import.")
+    ] = "import",
+    merge: Annotated[str, typer.Option(help="fill_empty (default) or overwrite.")] = "fill_empty",
+    map_: Annotated[
+        list[str] | None, typer.Option("--map", help="COLUMN=TARGET, e.g. 'E-Mail=email' (repeatable).")
+    ] = None,
+    topic: Annotated[
+        list[str] | None, typer.Option(help="Topic for rows with email consent (repeatable).")
+    ] = None,
+    consent_text: Annotated[
+        str | None, typer.Option(help="The consent wording the people were shown.")
+    ] = None,
+    consent_version: Annotated[str | None, typer.Option(help="Version of that wording.")] = None,
+    encoding: Annotated[str | None, typer.Option(help="Force an encoding instead of detecting it.")] = None,
+    month_first: Annotated[bool, typer.Option(help="Read 03/04/1990 as 4 March.")] = False,
+    phone_region: Annotated[str | None, typer.Option(help="Country of phone numbers without +code.")] = None,
+    follow: Annotated[bool, typer.Option(help="Show progress until the import ends.")] = True,
+) -> None:
+    """Import leads from a CSV file; opted-out and suppressed people stay so."""
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from app.auth.actor import Actor
+    from app.db import session_scope
+    from app.errors import ValidationProblem
+    from app.imports import service
+
+    settings = get_settings()
+    _prepare()
+    mapping: dict[str, str] = {}
+    for item in map_ or []:
+        column, sep, target = item.rpartition("=")
+        if not sep or not column:
+            raise typer.BadParameter(f"--map expects COLUMN=TARGET, got {item!r}")
+        mapping[column] = target
+    try:
+        options = service.ImportOptions.model_validate(
+            {
+                "source": source,
+                "merge": merge,
+                "mapping": mapping,
+                "topics": topic or [],
+                "consent_text": consent_text,
+                "consent_version": consent_version,
+                "encoding": encoding,
+                "day_first": not month_first,
+                "phone_region": phone_region,
+            }
+        )
+    except Exception as exc:  # pydantic's message names the option
+        raise typer.BadParameter(str(exc)) from exc
+    file = Path(path)
+    if not file.is_file():
+        raise typer.BadParameter(f"no such file: {path}")
+    embedded = settings.embedded_broker
+    try:
+        with session_scope() as session, file.open("rb") as handle:
+            job = service.create(
+                session,
+                handle,
+                file.name,
+                options,
+                Actor(kind="staff", role=Role.ADMIN.value),
+                enqueue=not embedded,
+            )
+            import_id = job.id
+    except ValidationProblem as problem:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2) from problem
+    assert import_id is not None
+    typer.echo(f"import {import_id}: stored {file.name}")
+    if not follow and not embedded:
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeRemainingColumn(),
+    )
+
+    def detail(counts: dict[str, int]) -> str:
+        keys = ("created", "updated", "unchanged", "rejected", "duplicates", "kept_suppressed")
+        return ", ".join(f"{k.replace('_', ' ')} {counts.get(k, 0)}" for k in keys)
+
+    with Progress(*columns) as bar:
+        task = bar.add_task(f"import {import_id}", total=None, detail="counting rows…")
+
+        def show(p: service.Progress) -> None:
+            bar.update(task, total=p.rows_total, completed=p.rows_done, detail=detail(p.counts))
+
+        if embedded:  # no separate workers: this process runs the job (the actor's own code)
+            final = service.run(import_id, on_progress=show)
+            show(final)
+        else:
+            import time
+
+            while True:
+                with session_scope() as session:
+                    job = service.get(session, import_id)
+                    final = service.Progress(
+                        job.status, job.rows_done, job.rows_total, dict(job.counts or {})
+                    )
+                show(final)
+                if final.status in ("done", "failed"):
+                    break
+                time.sleep(0.5)
+    with session_scope() as session:
+        job = service.get(session, import_id)
+        if job.status == "failed":
+            typer.echo(f"import {import_id} failed: {job.failure_reason}", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"import {import_id}: {job.status}; {detail(dict(job.counts or {}))}")
+        rejected = (job.counts or {}).get("rejected", 0)
+        if rejected:
+            typer.echo(f"{rejected} rejected rows: GET /api/v1/imports/{import_id}/rejects.csv")
+
+
 @campaign_app.command("list")
 def campaign_list() -> None:
     """Campaigns with their status and delivery counts."""

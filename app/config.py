@@ -84,6 +84,16 @@ class Settings(BaseSettings):
     scheduler_interval_seconds: float = 5.0
     auto_migrate: bool = True
 
+    # ------------------------------------------------------------------ imports
+    #: Largest accepted upload (bytes).
+    import_max_bytes: int = 2 * 1024**3
+    #: Rows validated and written together (one transaction each, with the progress).
+    import_batch_size: int = 2000
+    #: Processes that validate rows beside the one writing them (0: validate in-process).
+    import_processes: int = 1
+    #: Country assumed for phone numbers written without +<country code>.
+    default_phone_region: str = ""
+
     @field_validator("old_secret_keys", "topics", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:

@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     from app.campaigns.endpoints import router as campaigns_router
     from app.compliance.endpoints import router as compliance_router
     from app.contacts.endpoints import router as contacts_router
+    from app.imports.endpoints import router as imports_router
     from app.inbound.endpoints import router as inbound_router
     from app.recipients.endpoints import router as recipients_router
     from app.suppression.endpoints import router as suppression_router
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.include_router(campaigns_router)
     app.include_router(recipients_router)
     app.include_router(inbound_router)
+    app.include_router(imports_router)
     app.include_router(web_router)
 
     @app.get("/healthz", include_in_schema=False)

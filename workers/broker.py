@@ -15,7 +15,7 @@ from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, Shutdow
 from app.config import Settings, get_settings
 
 #: Every module that declares actors; ``listwarden worker`` imports them all.
-ACTOR_MODULES: list[str] = ["workers.campaigns", "workers.inbound"]
+ACTOR_MODULES: list[str] = ["workers.campaigns", "workers.inbound", "workers.imports"]
 
 
 def _middleware() -> list[dramatiq.Middleware]:

@@ -31,6 +31,7 @@ class TickReport:
     requeued: int = 0
     finished: int = 0
     inbound_requeued: int = 0
+    imports_requeued: int = 0
 
 
 _last_requeue: dict[int, float] = {}
@@ -54,6 +55,10 @@ def tick(settings: Settings | None = None, *, requeue_after: float = 30.0) -> Ti
         report.expired_claims = ledger.expire_stale_claims(
             session, lease=timedelta(seconds=settings.claim_lease_seconds)
         )
+    with session_scope(settings) as session:
+        from app.imports.service import requeue_stale as requeue_imports
+
+        report.imports_requeued = len(requeue_imports(session))
     with session_scope(settings) as session:
         sending = session.exec(select(Campaign).where(Campaign.status == "sending")).all()
         work = [(c.id, c.audience_built_at is not None) for c in sending if c.id is not None]

@@ -12,6 +12,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+import email_validator
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
@@ -29,9 +30,43 @@ class NormalisedEmail:
     domain: str
 
 
+#: Plain ASCII addresses: a dot-atom local part and an LDH domain with an alphabetic TLD,
+#: no ``--`` anywhere in the domain (so no Punycode or R-LDH labels), well inside every
+#: length limit. Anything else goes to email-validator.
+_PLAIN_EMAIL = re.compile(
+    r"([A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+)*)"
+    r"@((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24})"
+)
+
+
+def fast_normalise_email(raw: str) -> NormalisedEmail | None:
+    """The result email-validator gives for a plain ASCII address, about ten times
+    faster; ``None`` when the address is not plain (then ask email-validator).
+
+    Agreement with email-validator is a property test (tests/contacts/test_identifiers.py):
+    whenever this returns a value, ``validate_email`` accepts the address and normalises
+    it the same way. It never rejects: rejections and their messages come from
+    email-validator."""
+    match = _PLAIN_EMAIL.fullmatch(raw)
+    if match is None:
+        return None
+    local, domain = match.groups()
+    if len(local) > 60 or len(raw) > 200 or "--" in domain:
+        return None
+    domain = domain.lower()
+    for special in email_validator.SPECIAL_USE_DOMAIN_NAMES:
+        if domain == special or domain.endswith("." + special):
+            return None
+    return NormalisedEmail(address=f"{local}@{domain}", key=f"{local.lower()}@{domain}", domain=domain)
+
+
 def normalise_email(raw: str, *, check_deliverability: bool = False, field: str = "email") -> NormalisedEmail:
     if not isinstance(raw, str) or not raw.strip():
         raise ValidationProblem("an email address is required", field=field)
+    if not check_deliverability:
+        fast = fast_normalise_email(raw.strip())
+        if fast is not None:
+            return fast
     try:
         result = validate_email(
             raw.strip(),

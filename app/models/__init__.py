@@ -5,7 +5,7 @@ from app.models.base import Channel, PreferenceStatus, Purpose, Role, Source, ut
 from app.models.campaign import Campaign, Delivery
 from app.models.compliance import DataRequest
 from app.models.contact import Contact
-from app.models.imports import Import, ImportReject
+from app.models.imports import Import, ImportReject, ImportSeen
 from app.models.inbound import InboundMessage
 from app.models.preference import ConsentEvent, Preference
 from app.models.suppression import Suppression
@@ -22,6 +22,7 @@ __all__ = [
     "Delivery",
     "Import",
     "ImportReject",
+    "ImportSeen",
     "InboundMessage",
     "Preference",
     "PreferenceStatus",

@@ -1,0 +1,482 @@
+"""Writing one batch of prepared leads: set-based, a handful of statements per batch.
+
+The rules are those of ``app.contacts.service.upsert`` and
+``app.preferences.service.apply_changes``, applied to many people at once:
+
+- a row matches a live contact by email (any case), else by phone among contacts without
+  an email, else by postal address among contacts with neither;
+- profile fields merge by the import's policy: ``fill_empty`` fills only empty fields,
+  ``overwrite`` replaces stored values with non-empty cells; an empty cell never clears;
+- an opt-in is applied only when nothing refuses it — a blocking suppression (hard bounce,
+  complaint, erasure, …), an opt-out preference of that channel (whole channel or that
+  topic), or an opt-out suppression of that scope. Refused opt-ins leave the person as
+  they were and count as ``kept_suppressed``. :func:`refusal` is that rule; a property
+  test checks it against ``apply_changes`` over random worlds;
+- rows that opt out (``email_consent`` no, ``email_opt_out``, ``topic:x`` no) go through
+  ``apply_changes`` itself: rare, and it writes the suppression and settles in-flight sends;
+- a row for someone erased (an ``erasure`` suppression) stores nothing; a birth date under
+  the minimum age refuses a new lead and erases a known contact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlmodel import Session
+
+from app.auth.actor import Actor
+from app.contacts import service as contacts_service
+from app.contacts.identifiers import postal_key
+from app.imports.bulk import CONTACT, EVENT, PREFERENCE, REJECT, SEEN, Bulk, bulk_for
+from app.imports.prepare import Lead, Reject, keyed
+from app.models import Contact, utcnow
+from app.models.base import Channel, PreferenceStatus
+from app.preferences import service as preferences
+from app.preferences.service import PreferenceChange
+from app.suppression.policy import BLOCKING_REASONS, OPT_OUT_REASONS, Reason
+
+MERGED_FIELDS = (
+    "name",
+    "phone",
+    "address_line1",
+    "address_line2",
+    "city",
+    "region",
+    "zip",
+    "country",
+    "company",
+    "position",
+    "primary_business",
+    "date_of_birth",
+    "age_confirmed",
+)
+CONTACT_COLUMNS = (
+    "id",
+    "email_hash",
+    "phone_hash",
+    "postal_hash",
+    "email",
+    "attributes",
+    "source_detail",
+    *MERGED_FIELDS,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What a batch needs to know of its import."""
+
+    import_id: int
+    filename: str
+    source: str
+    policy: str
+    actor: Actor
+    hash_key: bytes
+    consent_text: str | None = None
+    consent_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionRow:
+    address_hash: str
+    channel: str | None
+    topic: str | None
+    reason: str
+
+
+@dataclass(slots=True)
+class World:
+    """What the database says about the people of one batch."""
+
+    contacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: contact id -> {(channel, topic): status}
+    preferences: dict[int, dict[tuple[str, str | None], str]] = field(default_factory=dict)
+    #: address hash -> active suppressions
+    suppressions: dict[str, list[SuppressionRow]] = field(default_factory=dict)
+
+
+def refusal(
+    prefs: dict[tuple[str, str | None], str],
+    supps: Iterable[SuppressionRow],
+    channel: str,
+    topic: str | None,
+) -> str | None:
+    """Why an opt-in to (channel, topic) is refused, as ``apply_changes`` words it; None if
+    it may be applied. ``supps``: active suppressions of the person's identifier hashes."""
+    relevant = [s for s in supps if s.channel is None or s.channel == channel]
+    for s in relevant:
+        if s.reason in BLOCKING_REASONS:
+            return f"suppressed:{s.reason}"
+    for (pchannel, ptopic), status in prefs.items():
+        if (
+            pchannel == channel
+            and status == PreferenceStatus.OPTED_OUT
+            and (ptopic is None or ptopic == topic)
+        ):
+            return "opted_out"
+    for s in relevant:
+        if s.reason in OPT_OUT_REASONS and (s.topic is None or s.topic == topic):
+            return f"suppressed:{s.reason}"
+    return None
+
+
+def _fold(first: Lead, later: Lead, policy: str) -> None:
+    """Merge a later row for the same person into the first, as the policy merges into a
+    stored contact."""
+    for key, value in later.values.items():
+        if policy == "overwrite" or first.values.get(key) in (None, "", False):
+            first.values[key] = value
+    for key, value in later.attributes.items():
+        if policy == "overwrite" or first.attributes.get(key) in (None, ""):
+            first.attributes[key] = value
+    first.opt_ins.extend(c for c in later.opt_ins if c not in first.opt_ins)
+    first.opt_outs.extend(c for c in later.opt_outs if c not in first.opt_outs)
+    first.given_at = {**first.given_at, **later.given_at}
+    first.texts = {**first.texts, **later.texts}
+    first.consent_version = later.consent_version or first.consent_version
+    first.consent_ip = later.consent_ip or first.consent_ip
+    first.underage = first.underage or later.underage
+    first.phone_hash = first.phone_hash or later.phone_hash
+    first.postal_hash = first.postal_hash or later.postal_hash
+    first.merged_rows.append(later.row)
+
+
+def _load_world(bulk: Bulk, leads: list[Lead]) -> World:
+    world = World()
+    by_kind: dict[str, list[str]] = {"email": [], "phone": [], "postal": []}
+    for lead in leads:
+        by_kind[lead.key_kind].append(lead.key)
+    for kind, keys in by_kind.items():
+        for found in bulk.contacts(kind, keys, CONTACT_COLUMNS):
+            world.contacts.setdefault(found[f"{kind}_hash"], found)
+    ids = [c["id"] for c in world.contacts.values()]
+    for contact_id, channel, topic, status in bulk.preferences(ids):
+        world.preferences.setdefault(contact_id, {})[(channel, topic)] = status
+    hashes: set[str] = set()
+    for lead in leads:
+        hashes.update(h for h in (lead.email_hash, lead.phone_hash, lead.postal_hash) if h)
+    for contact in world.contacts.values():
+        hashes.update(h for h in (contact["email_hash"], contact["phone_hash"], contact["postal_hash"]) if h)
+    for found_supp in bulk.suppressions(sorted(hashes)):
+        world.suppressions.setdefault(found_supp[0], []).append(SuppressionRow(*found_supp))
+    return world
+
+
+def _merge(current: dict[str, Any], lead: Lead, policy: str) -> dict[str, Any]:
+    """The changed columns of a stored contact (same rule as contacts.service._merge)."""
+    changes: dict[str, Any] = {}
+    for key, value in lead.values.items():
+        if value is None:
+            continue
+        stored = current.get(key)
+        if (policy == "overwrite" or stored in (None, "", False)) and stored != value:
+            changes[key] = value
+    if lead.attributes:
+        merged = dict(current.get("attributes") or {})
+        for key, value in lead.attributes.items():
+            if policy == "overwrite" or merged.get(key) in (None, ""):
+                merged[key] = value
+        if merged != (current.get("attributes") or {}):
+            changes["attributes"] = merged
+    return changes
+
+
+def _hashes_of(values: dict[str, Any], key: bytes) -> tuple[str | None, str | None]:
+    phone = values.get("phone")
+    phone_hash = keyed(key, "phone", phone) if phone else None
+    pkey = postal_key(values.get("address_line1"), values.get("zip"), values.get("country"))
+    return phone_hash, (keyed(key, "postal", pkey) if pkey else None)
+
+
+def _person_suppressions(world: World, hashes: Iterable[str | None]) -> list[SuppressionRow]:
+    out: list[SuppressionRow] = []
+    for h in hashes:
+        if h:
+            out.extend(world.suppressions.get(h, ()))
+    return out
+
+
+@dataclass(slots=True)
+class _Plan:
+    lead: Lead
+    contact_id: int | None
+    #: Set for a new contact: its row, inserted in bulk.
+    new_row: dict[str, Any] | None = None
+    hashes: tuple[str | None, ...] = ()
+    outcome: str = "unchanged"
+
+
+def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> Counter[str]:
+    """Write one batch; returns the counts it adds. The caller commits."""
+    counts: Counter[str] = Counter()
+    rejects: list[Reject] = [item for item in items if isinstance(item, Reject)]
+    groups: dict[str, Lead] = {}
+    for item in items:
+        if isinstance(item, Lead):
+            first = groups.get(item.key)
+            if first is None:
+                groups[item.key] = item
+            else:
+                _fold(first, item, job.policy)
+    leads = list(groups.values())
+    bulk = bulk_for(session)
+    world = _load_world(bulk, leads)
+    # A person met earlier in this file either carries this import's mark on their contact
+    # (created or updated by it) or is in the import's table of people met without a mark.
+    earlier = bulk.seen(job.import_id, [lead.key for lead in leads])
+    for key, contact in world.contacts.items():
+        detail = contact.get("source_detail") or {}
+        if (
+            detail.get("import_id") == job.import_id
+            or (detail.get("last_update") or {}).get("import_id") == job.import_id
+        ):
+            earlier.add(key)
+    now = utcnow()
+
+    plans: list[_Plan] = []
+    updates: list[dict[str, Any]] = []
+    slow: list[_Plan] = []
+    for lead in leads:
+        counts["duplicates"] += len(lead.merged_rows)
+        existing = world.contacts.get(lead.key)
+        erased = any(
+            s.reason == Reason.ERASURE
+            for s in _person_suppressions(world, (lead.email_hash, lead.phone_hash, lead.postal_hash))
+        )
+        if existing is None and erased:
+            plans.append(_Plan(lead, None, outcome="kept_erased"))
+            continue
+        if lead.underage or (existing is None and lead.age_refused):
+            plan = _Plan(lead, existing["id"] if existing else None, outcome="rejected_age")
+            plans.append(plan)
+            if existing is not None:
+                slow.append(plan)
+            continue
+        if existing is None:
+            values = dict(lead.values)
+            row = {
+                **{name: values.get(name) for name in MERGED_FIELDS},
+                "age_confirmed": bool(values.get("age_confirmed", False)),
+                "email": lead.email,
+                "email_hash": lead.email_hash,
+                "domain_hash": lead.domain_hash,
+                "phone_hash": lead.phone_hash,
+                "postal_hash": lead.postal_hash,
+                "attributes": dict(lead.attributes),
+                "source": job.source,
+                "source_detail": {"import_id": job.import_id, "row": lead.row, "file": job.filename},
+                "created_at": now,
+                "updated_at": now,
+            }
+            plans.append(
+                _Plan(
+                    lead,
+                    None,
+                    new_row=row,
+                    hashes=(lead.email_hash, lead.phone_hash, lead.postal_hash),
+                    outcome="created",
+                )
+            )
+            continue
+        changes = _merge(existing, lead, job.policy)
+        merged = {**existing, **changes}
+        phone_hash, postal_hash = existing["phone_hash"], existing["postal_hash"]
+        if "phone" in changes or {"address_line1", "zip", "country"} & changes.keys():
+            phone_hash, postal_hash = _hashes_of(merged, job.hash_key)
+        if changes:
+            detail = dict(existing.get("source_detail") or {})
+            detail["last_update"] = {"import_id": job.import_id, "row": lead.row}
+            values = {
+                **{name: merged.get(name) for name in MERGED_FIELDS},
+                "attributes": merged.get("attributes") or {},
+                "phone_hash": phone_hash,
+                "postal_hash": postal_hash,
+                "source_detail": detail,
+                "updated_at": now,
+            }
+            updates.append({"id": existing["id"], **values})
+        plans.append(
+            _Plan(
+                lead,
+                existing["id"],
+                hashes=(existing["email_hash"], phone_hash, postal_hash),
+                outcome="updated" if changes else "unchanged",
+            )
+        )
+
+    new_plans = [p for p in plans if p.new_row is not None]
+    ids = bulk.insert_returning_ids(CONTACT, [p.new_row for p in new_plans if p.new_row is not None])
+    for plan, contact_id in zip(new_plans, ids, strict=True):
+        plan.contact_id = contact_id
+    bulk.update_contacts(updates)
+
+    events: list[dict[str, Any]] = []
+    event_prefs: list[tuple[int, str, str | None]] = []
+    for plan in plans:
+        lead = plan.lead
+        if plan.outcome in ("kept_erased", "rejected_age"):
+            continue
+        if lead.opt_outs:
+            slow.append(plan)
+            continue
+        assert plan.contact_id is not None
+        prefs = world.preferences.get(plan.contact_id, {})
+        supps = _person_suppressions(world, plan.hashes)
+        refused = False
+        for channel, topic in lead.opt_ins:
+            if refusal(prefs, supps, channel, topic):
+                refused = True
+                continue
+            if prefs.get((channel, topic)) == PreferenceStatus.OPTED_IN:
+                continue
+            events.append(_event(job, plan, channel, topic, now))
+            event_prefs.append((plan.contact_id, channel, topic))
+        if refused:
+            counts["kept_suppressed"] += 1
+
+    if events:
+        event_ids = bulk.insert_returning_ids(EVENT, events)
+        bulk.insert(
+            PREFERENCE,
+            [
+                {
+                    "contact_id": cid,
+                    "channel": ch,
+                    "topic": tp,
+                    "status": PreferenceStatus.OPTED_IN.value,
+                    "updated_at": now,
+                    "consent_event_id": eid,
+                }
+                for (cid, ch, tp), eid in zip(event_prefs, event_ids, strict=True)
+            ],
+        )
+        counts["consents"] += len(events)
+
+    for plan in slow:
+        _apply_slowly(session, job, plan, counts)
+
+    for plan in plans:
+        outcome = plan.outcome
+        if outcome == "kept_erased":
+            counts["kept_suppressed"] += 1
+            outcome = "unchanged"
+        elif outcome == "rejected_age":
+            rejects.append(
+                Reject(
+                    plan.lead.row,
+                    "date_of_birth" if plan.lead.underage else "age_confirmed",
+                    _age_reason(plan),
+                    [],
+                )
+            )
+            continue
+        counts["duplicates" if plan.lead.key in earlier else outcome] += 1
+    bulk.insert(
+        SEEN,
+        [
+            {"import_id": job.import_id, "key_hash": plan.lead.key}
+            for plan in plans
+            if plan.outcome in ("unchanged", "kept_erased", "rejected_age") and plan.lead.key not in earlier
+        ],
+    )
+
+    if rejects:
+        counts["rejected"] += len(rejects)
+        bulk.insert(
+            REJECT,
+            [
+                {
+                    "import_id": job.import_id,
+                    "row_number": r.row,
+                    "field": r.field,
+                    "reason": r.reason[:2000],
+                    "raw": json.dumps(r.cells, ensure_ascii=False) if r.cells else None,
+                }
+                for r in sorted(rejects, key=lambda r: r.row)
+            ],
+        )
+    return counts
+
+
+def _age_reason(plan: _Plan) -> str:
+    from app.config import get_settings
+
+    minimum = get_settings().minimum_age
+    if not plan.lead.underage:
+        return f"refused: the person has not confirmed being {minimum} or over"
+    if plan.contact_id is not None:
+        return f"refused: the person is under {minimum}; the existing contact was erased and suppressed"
+    return f"refused: the person is under {minimum}"
+
+
+def _event(job: Job, plan: _Plan, channel: str, topic: str | None, now: Any) -> dict[str, Any]:
+    lead = plan.lead
+    hashes = dict(zip(("email", "phone", "postal"), plan.hashes, strict=False))
+    address_hash = hashes.get(channel) or next((h for h in plan.hashes if h), None)
+    evidence: dict[str, Any] = {
+        "import_id": job.import_id,
+        "row": lead.row,
+        "file": job.filename,
+        "source": job.source,
+    }
+    if lead.given_at.get(channel):
+        evidence["given_at"] = lead.given_at[channel]
+    if lead.consent_ip:
+        evidence["consent_ip"] = lead.consent_ip
+    if lead.merged_rows:
+        evidence["rows"] = [lead.row, *lead.merged_rows]
+    return {
+        "contact_id": plan.contact_id,
+        "address_hash": address_hash,
+        "channel": channel,
+        "topic": topic,
+        "status": PreferenceStatus.OPTED_IN.value,
+        "previous_status": None,
+        "method": contacts_service.METHOD_BY_SOURCE.get(job.source, "import"),
+        "actor": job.actor.kind,
+        "actor_user_id": job.actor.user_id,
+        "actor_token_id": job.actor.token_id,
+        "text_shown": lead.texts.get(channel) or job.consent_text,
+        "text_version": lead.consent_version or job.consent_version,
+        "ip": None,
+        "user_agent": None,
+        "evidence": evidence,
+        "occurred_at": now,
+    }
+
+
+def _apply_slowly(session: Session, job: Job, plan: _Plan, counts: Counter[str]) -> None:
+    """Opt-outs and under-age erasures: through the services themselves."""
+    assert plan.contact_id is not None
+    contact = session.get(Contact, plan.contact_id)
+    assert contact is not None
+    method = contacts_service.METHOD_BY_SOURCE.get(job.source, "import")
+    if plan.outcome == "rejected_age":
+        contacts_service.erase(session, contact, job.actor, reason=Reason.UNDERAGE, method=method)
+        counts["erased_underage"] += 1
+        return
+    lead = plan.lead
+    changes = [PreferenceChange(Channel(c), t, PreferenceStatus.OPTED_OUT) for c, t in lead.opt_outs] + [
+        PreferenceChange(Channel(c), t, PreferenceStatus.OPTED_IN)
+        for c, t in lead.opt_ins
+        if (c, None) not in lead.opt_outs and (c, t) not in lead.opt_outs
+    ]
+    outcome = preferences.apply_changes(
+        session,
+        contact,
+        changes,
+        method=method,
+        actor=job.actor,
+        text_shown=lead.texts.get("email") or job.consent_text,
+        text_version=lead.consent_version or job.consent_version,
+        evidence={"import_id": job.import_id, "row": lead.row, "file": job.filename, "source": job.source},
+    )
+    counts["opt_outs"] += sum(1 for c in outcome.applied if c.status is PreferenceStatus.OPTED_OUT)
+    counts["consents"] += sum(1 for c in outcome.applied if c.status is PreferenceStatus.OPTED_IN)
+    dropped = len(lead.opt_ins) > sum(1 for c in changes if c.status is PreferenceStatus.OPTED_IN)
+    if outcome.refused or dropped:
+        counts["kept_suppressed"] += 1

@@ -1,0 +1,195 @@
+"""Reading lead files: encoding and delimiter detection, and streaming records.
+
+Files come from spreadsheets and other tools: UTF-8 with or without a BOM, UTF-16 (Excel's
+"Unicode text"), Windows-1252 / Latin-1, with a comma, semicolon, tab or pipe between
+fields, and quoted fields that hold newlines. Everything here streams: memory does not grow
+with the file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.errors import ValidationProblem
+
+DELIMITERS = (",", ";", "\t", "|")
+#: Largest single cell; a longer one is an unbalanced quote swallowing the file.
+MAX_CELL = 64 * 1024
+_CHUNK = 1 << 20
+
+csv.field_size_limit(MAX_CELL)
+
+
+@dataclass(frozen=True, slots=True)
+class FileFormat:
+    #: Python codec name (``utf-8-sig``, ``utf-16``, ``cp1252``, ``latin-1``, …).
+    encoding: str
+    delimiter: str
+    header: list[str]
+    #: The file is valid in ``encoding`` except for an incomplete character at its very end
+    #: (a file cut off mid-character).
+    truncated_character: bool = False
+
+
+def _bom_encoding(head: bytes) -> str | None:
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    return None
+
+
+def _utf16_without_bom(head: bytes) -> str | None:
+    if len(head) < 4:
+        return None
+    even, odd = head[0::2].count(0), head[1::2].count(0)
+    half = len(head) // 2
+    if odd > half * 0.3 and even < half * 0.05:
+        return "utf-16-le"
+    if even > half * 0.3 and odd < half * 0.05:
+        return "utf-16-be"
+    return None
+
+
+def _decodes(path: Path, encoding: str) -> tuple[bool, bool]:
+    """(the whole file decodes, only an incomplete character at the end fails)."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError:
+                return False, False
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return True, True
+    return True, False
+
+
+def detect_encoding(path: Path) -> tuple[str, bool]:
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    found = _bom_encoding(head) or _utf16_without_bom(head)
+    candidates = [found] if found else ["utf-8", "cp1252", "latin-1"]
+    for encoding in candidates:
+        ok, truncated = _decodes(path, encoding)
+        if ok:
+            return encoding, truncated
+    if found:
+        raise ValidationProblem(f"the file is not valid {found}", field="file")
+    return "latin-1", False  # every byte string is valid Latin-1; never reached
+
+
+def _open(path: Path, encoding: str) -> io.TextIOWrapper:
+    # ``replace`` only ever applies to an incomplete last character: detect_encoding has
+    # checked the rest of the file.
+    return path.open("r", encoding=encoding, errors="replace", newline="")
+
+
+def _sample(path: Path, encoding: str, size: int = 64 * 1024) -> str:
+    with _open(path, encoding) as handle:
+        return handle.read(size)
+
+
+def detect_delimiter(sample: str) -> str:
+    """The candidate that splits the first rows into the same number (>1) of columns;
+    ties go to the earlier of comma, semicolon, tab, pipe."""
+    lines = sample.splitlines(keepends=True)
+    if len(lines) > 1 and not sample.endswith(("\n", "\r")):
+        sample = "".join(lines[:-1])  # the sample may end mid-record
+    best, best_score = ",", -1.0
+    for delimiter in DELIMITERS:
+        try:
+            rows = [r for r in csv.reader(io.StringIO(sample), delimiter=delimiter, strict=False) if r][:50]
+        except csv.Error:
+            continue
+        if not rows or len(rows[0]) < 2:
+            continue
+        width = len(rows[0])
+        consistent = sum(1 for r in rows if len(r) == width) / len(rows)
+        score = width * consistent if consistent >= 0.8 else 0.0
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
+def detect(path: Path, *, encoding: str | None = None, delimiter: str | None = None) -> FileFormat:
+    truncated = False
+    if encoding:
+        try:
+            codecs.lookup(encoding)
+        except LookupError as exc:
+            raise ValidationProblem(f"unknown encoding {encoding!r}", field="encoding") from exc
+        ok, truncated = _decodes(path, encoding)
+        if not ok:
+            raise ValidationProblem(f"the file is not valid {encoding}", field="encoding")
+    else:
+        encoding, truncated = detect_encoding(path)
+    sample = _sample(path, encoding)
+    if not sample.strip():
+        raise ValidationProblem("the file is empty", field="file")
+    if delimiter is None:
+        delimiter = detect_delimiter(sample)
+    elif delimiter not in DELIMITERS:
+        raise ValidationProblem("delimiter must be one of , ; tab |", field="delimiter")
+    header: list[str] = []
+    for row in csv.reader(io.StringIO(sample), delimiter=delimiter, strict=False):
+        if any(cell.strip() for cell in row):
+            header = [cell.strip().lstrip("\ufeff") for cell in row]
+            break
+    if not header:
+        raise ValidationProblem("the file has no header row", field="file")
+    return FileFormat(encoding=encoding, delimiter=delimiter, header=header, truncated_character=truncated)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    #: Spreadsheet row number: the header is row 1. Quoted newlines do not add rows.
+    row: int
+    cells: list[str]
+    #: Set when the CSV syntax of this record is broken (its cells are what could be read).
+    error: str | None = None
+
+
+def records(path: Path, fmt: FileFormat, *, skip: int = 0) -> Iterator[Record]:
+    """Data records after the header, blank lines left out; ``skip`` data records are
+    read but not yielded (to resume)."""
+    with _open(path, fmt.encoding) as handle:
+        reader = csv.reader(handle, delimiter=fmt.delimiter, strict=True)
+        row = 0
+        header_seen = False
+        while True:
+            error = None
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                cells, error = [], _describe(str(exc))
+            if not error and not any(cell.strip() for cell in cells):
+                continue  # blank line
+            row += 1
+            if not header_seen:
+                header_seen = True
+                continue
+            if row - 1 <= skip:
+                continue
+            yield Record(row, cells, error)
+
+
+def _describe(message: str) -> str:
+    if "field larger than field limit" in message:
+        return f"a cell is longer than {MAX_CELL // 1024} KB (an unbalanced quote?)"
+    if "unexpected end of data" in message or "EOF" in message:
+        return "the file ends inside a quoted field (was it cut off?)"
+    return f"broken CSV syntax: {message}"
+
+
+def count_records(path: Path, fmt: FileFormat) -> int:
+    return sum(1 for _ in records(path, fmt))

@@ -1,0 +1,309 @@
+"""Imports against the database (SQLite and PostgreSQL): rows land, bad rows are reported,
+duplicates merge, and nobody who opted out is ever subscribed again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlmodel import col, func, select
+
+from app.auth.actor import Actor
+from app.contacts import service as contacts
+from app.db import session_scope
+from app.imports import service
+from app.models import ConsentEvent, Contact, Import, ImportSeen, Preference, Suppression
+from app.models.base import Channel, PreferenceStatus, Purpose
+from app.suppression import gate
+from app.suppression.service import add_for_address
+from tests.imports.helpers import rejects, run_import, start, write
+
+HEADER = ["Email Address", "First Name", "Last Name", "Phone", "email_consent", "email_consent_date", "topics"]
+
+
+def _contact(email: str) -> Contact | None:
+    with session_scope() as session:
+        return contacts.find_by_email(session, email)
+
+
+def _allowed(email: str, topic: str | None = "special-offers") -> bool:
+    contact = _contact(email)
+    assert contact is not None and contact.id is not None
+    with session_scope() as session:
+        return gate.check_one(
+            session, contact.id, channel=Channel.EMAIL, topic=topic, purpose=Purpose.MARKETING
+        ).allowed
+
+
+def _count(model: type, *where: object) -> int:
+    with session_scope() as session:
+        return int(session.exec(select(func.count()).select_from(model).where(*where)).one())  # type: ignore[arg-type]
+
+
+def test_rows_land_with_consent_evidence_and_bad_rows_are_reported(db, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        [
+            HEADER,
+            ["anna@example.com", "Anna", "Smith", "+49 30 1234567", "yes", "2025-03-01", "special-offers"],
+            ["ben@example.org", "Ben", "", "", "yes", "", ""],
+            ["not-an-email", "Bad", "", "", "yes", "", ""],
+            ["carla@example.com", "Carla", "", "12345", "", "", ""],
+            ["dora@example.com", "Dora", "", "", "maybe", "", ""],
+        ],
+    )
+    job = run_import(path, consent_text="Tick to get our offers", consent_version="v3", source="event")
+    assert job.status == "done" and job.rows_total == 5 and job.rows_done == 5
+    assert job.counts["created"] == 2 and job.counts["rejected"] == 3
+    assert job.counts["consents"] == 2
+    assert [(row, field) for row, field, _ in rejects(job.id)] == [(4, "email"), (5, "phone"), (6, "email_consent")]
+    reasons = [reason for _, _, reason in rejects(job.id)]
+    assert "@-sign" in reasons[0] and "phone" in reasons[1] and "'maybe'" in reasons[2]
+
+    anna = _contact("ANNA@example.com")
+    assert anna is not None and anna.name == "Anna Smith" and anna.phone == "+49301234567"
+    assert anna.source == "event" and anna.source_detail["import_id"] == job.id and anna.source_detail["row"] == 2
+    assert _allowed("anna@example.com", "special-offers")
+    assert not _allowed("anna@example.com", "partner-offers")  # she chose one topic only
+    assert _allowed("ben@example.org", "partner-offers")  # consent without topics: all email
+    with session_scope() as session:
+        event = session.exec(select(ConsentEvent).where(ConsentEvent.contact_id == anna.id)).one()
+    assert event.method == "import" and event.status == "opted_in" and event.topic == "special-offers"
+    assert event.text_shown == "Tick to get our offers" and event.text_version == "v3"
+    assert event.evidence["given_at"] == "2025-03-01" and event.evidence["row"] == 2
+    assert _count(ImportSeen) == 0  # the import's scratch table is emptied when it ends
+
+
+def test_consent_yes_never_resubscribes_an_opted_out_or_suppressed_person(db, tmp_path: Path) -> None:
+    staff = Actor(kind="staff", role="admin")
+    with session_scope() as session:
+        for email in ("out@example.com", "pref@example.com", "erased@example.com", "bounced@example.com"):
+            contacts.upsert(session, contacts.ContactIn(email=email), staff)
+    with session_scope() as session:
+        add_for_address(session, address="out@example.com", channel="email", topic=None, reason="unsubscribe",
+                        method="phone", note=None, actor=staff)
+        add_for_address(session, address="bounced@example.com", channel=None, topic=None, reason="hard_bounce",
+                        method=None, note=None, actor=staff)
+        pref = contacts.find_by_email(session, "pref@example.com")
+        assert pref is not None
+        from app.preferences.service import PreferenceChange, apply_changes
+
+        apply_changes(session, pref, [PreferenceChange(Channel.EMAIL, None, PreferenceStatus.OPTED_OUT)],
+                      method="link", actor=Actor.recipient())
+        erased = contacts.find_by_email(session, "erased@example.com")
+        assert erased is not None
+        contacts.erase(session, erased, staff)
+    events_before = _count(ConsentEvent)
+    suppressions_before = _count(Suppression, col(Suppression.lifted_at).is_(None))
+    path = write(
+        tmp_path,
+        [
+            HEADER,
+            ["out@example.com", "Out", "", "", "yes", "2026-01-01", ""],
+            ["Pref@Example.com", "Pref", "", "", "yes", "", "special-offers"],
+            ["erased@example.com", "Erased", "", "", "yes", "", ""],
+            ["bounced@example.com", "Bounced", "", "", "yes", "", ""],
+            ["fresh@example.com", "Fresh", "", "", "yes", "", ""],
+        ],
+    )
+    job = run_import(path, merge="overwrite")
+    assert job.counts["kept_suppressed"] == 4
+    assert job.counts["created"] == 1 and job.counts["rejected"] == 0
+    for email in ("out@example.com", "pref@example.com", "bounced@example.com"):
+        assert not _allowed(email), email
+    assert _contact("erased@example.com") is None  # an erased person is not stored again
+    assert _allowed("fresh@example.com")
+    assert _count(ConsentEvent) == events_before + 1  # only the fresh lead's consent
+    assert _count(Suppression, col(Suppression.lifted_at).is_(None)) == suppressions_before
+    assert _contact("out@example.com").name == "Out"  # type: ignore[union-attr]  # profile still merges
+
+
+def test_the_same_file_twice_changes_nothing_the_second_time(db, tmp_path: Path) -> None:
+    rows = [HEADER] + [
+        [f"p{i}@example.com", f"P{i}", "Last", "+4930123456" + str(i % 10), "yes", "2025-01-02", "surveys"]
+        for i in range(300)
+    ]
+    path = write(tmp_path, rows)
+    first = run_import(path)
+    assert first.counts["created"] == 300 and first.counts["consents"] == 300
+
+    def snapshot() -> tuple[int, int, int, list[tuple[object, ...]]]:
+        with session_scope() as session:
+            people = session.exec(select(Contact).order_by(col(Contact.id))).all()
+            return (
+                _count(ConsentEvent),
+                _count(Preference),
+                _count(Suppression),
+                [(c.id, c.name, c.phone, c.updated_at, dict(c.source_detail), dict(c.attributes)) for c in people],
+            )
+
+    before = snapshot()
+    for merge in ("fill_empty", "overwrite"):
+        again = run_import(path, merge=merge)
+        assert again.counts["unchanged"] == 300, again.counts
+        assert again.counts["created"] == again.counts["updated"] == again.counts["consents"] == 0
+        assert snapshot() == before
+
+
+def test_ten_thousand_duplicates_are_merged_and_counted(db, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(service.get_settings(), "import_batch_size", 700)  # duplicates across batches
+    rows = [["email", "name", "company", "attr:shoe_size"]]
+    for i in range(10_100):
+        person = i % 100
+        rows.append(
+            [
+                f"Person{person}@Example.com" if i % 2 else f"person{person}@example.com",
+                f"Name {person}" if i >= 100 else "",
+                f"Company {i}" if i >= 5000 else "",
+                str(i),
+            ]
+        )
+    job = run_import(write(tmp_path, rows))
+    assert job.counts["created"] == 100
+    assert job.counts["duplicates"] == 10_000
+    assert job.counts["rejected"] == 0
+    assert _count(Contact) == 100
+    one = _contact("person7@example.com")
+    assert one is not None
+    # fill_empty: the first value wins, later rows only fill what is empty
+    assert one.name == "Name 7" and one.company == "Company 5007" and one.attributes == {"shoe_size": "7"}
+
+
+def test_overwrite_replaces_and_fill_empty_only_fills(db, tmp_path: Path) -> None:
+    with session_scope() as session:
+        contacts.upsert(
+            session,
+            contacts.ContactIn(email="kim@example.com", name="Kim Old", company=None),
+            Actor(kind="staff", role="admin"),
+        )
+    path = write(tmp_path, [["email", "name", "company"], ["kim@example.com", "Kim New", "Acme"]])
+    filled = run_import(path, merge="fill_empty")
+    assert filled.counts["updated"] == 1
+    kim = _contact("kim@example.com")
+    assert kim is not None and kim.name == "Kim Old" and kim.company == "Acme"
+    assert kim.source_detail["last_update"]["import_id"] == filled.id
+    run_import(path, merge="overwrite")
+    kim = _contact("kim@example.com")
+    assert kim is not None and kim.name == "Kim New"
+
+
+def test_opt_outs_in_a_file_are_applied_with_their_suppression(db, tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        [
+            ["Email Address", "UNSUB_TIME", "email_consent", "topic:surveys"],
+            ["gone@example.com", "2024-05-01 10:00:00", "", ""],
+            ["no@example.com", "", "no", ""],
+            ["mixed@example.com", "", "yes", "no"],
+        ],
+    )
+    job = run_import(path)
+    assert job.counts["opt_outs"] == 3 and job.counts["created"] == 3
+    assert not _allowed("gone@example.com") and not _allowed("no@example.com")
+    assert _allowed("mixed@example.com", "special-offers") and not _allowed("mixed@example.com", "surveys")
+    with session_scope() as session:
+        reasons = {s.reason for s in session.exec(select(Suppression))}
+    assert reasons == {"manual_request"}
+
+
+def test_under_age_rows(db, tmp_path: Path) -> None:
+    with session_scope() as session:
+        contacts.upsert(session, contacts.ContactIn(email="teen@example.com"), Actor(kind="staff", role="admin"))
+    path = write(
+        tmp_path,
+        [
+            ["email", "date_of_birth", "age_confirmed"],
+            ["teen@example.com", "2015-06-01", ""],
+            ["kid@example.com", "01/02/2016", ""],
+            ["unsure@example.com", "", "no"],
+            ["adult@example.com", "1980-02-03", "yes"],
+        ],
+    )
+    job = run_import(path)
+    assert job.counts["created"] == 1 and job.counts["rejected"] == 3 and job.counts["erased_underage"] == 1
+    found = {row: reason for row, _field, reason in rejects(job.id)}
+    assert "erased" in found[2] and "under 18" in found[3] and "confirmed" in found[4]
+    assert _contact("teen@example.com") is None and _contact("kid@example.com") is None
+    adult = _contact("adult@example.com")
+    assert adult is not None and str(adult.date_of_birth) == "1980-02-03" and adult.age_confirmed
+
+
+def test_a_file_cut_off_in_the_middle(db, tmp_path: Path) -> None:
+    full = "email,name,city\r\n" + "".join(f"cut{i}@example.com,Name {i},Berlin\r\n" for i in range(50))
+    cut_in_row = full[: full.index("cut40@") + 12]  # ends inside row 42's email
+    path = tmp_path / "cut.csv"
+    path.write_bytes(cut_in_row.encode())
+    job = run_import(path)
+    assert job.status == "done" and job.counts["created"] == 40 and job.counts["rejected"] == 1
+    assert rejects(job.id)[0][0] == 42 and "cut off" in rejects(job.id)[0][2]
+
+    quoted = 'email,name\r\nq1@example.com,"One"\r\nq2@example.com,"Two, and a quote that never'
+    path.write_bytes(quoted.encode())
+    job = run_import(path)
+    assert job.counts["created"] == 1 and job.counts["rejected"] == 1
+    assert "cut off" in rejects(job.id)[0][2]
+
+    mid_char = "email,name\r\nu1@example.com,Zoë\r\nu2@example.com,Zoë".encode()[:-1]
+    path.write_bytes(mid_char)
+    job = run_import(path)
+    assert job.counts["created"] == 2
+    assert any("middle of a character" in reason for _, _, reason in rejects(job.id))
+    assert _contact("u1@example.com").name == "Zoë"  # type: ignore[union-attr]  # still read as UTF-8
+
+
+def test_a_crashed_import_resumes_after_its_last_batch(db, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(service.get_settings(), "import_batch_size", 100)
+    rows = [["email", "email_consent"]] + [[f"r{i % 450}@example.com", "yes"] for i in range(500)]
+    path = write(tmp_path, rows)
+    import_id = start(path)
+    real = service.apply_batch
+    calls = {"n": 0}
+
+    def crash_on_third(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("worker died")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(service, "apply_batch", crash_on_third)
+    with pytest.raises(RuntimeError):
+        service.run(import_id)
+    with session_scope() as session:
+        half = service.get(session, import_id)
+        assert half.status == "running" and half.rows_done == 200
+    monkeypatch.setattr(service, "apply_batch", real)
+    service.run(import_id)
+    with session_scope() as session:
+        job = session.get(Import, import_id)
+    assert job is not None and job.status == "done" and job.rows_done == 500
+    assert job.counts["created"] == 450 and job.counts["duplicates"] == 50 and job.counts["consents"] == 450
+    assert _count(Contact) == 450 and _count(ConsentEvent) == 450
+    service.run(import_id)  # a duplicate delivery of the job changes nothing
+    assert _count(Contact) == 450
+
+
+def test_validating_in_a_separate_process_gives_the_same_result(db, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(service.get_settings(), "import_batch_size", 50)
+
+    def rows(domain: str) -> list[list[str]]:
+        return [HEADER] + [
+            [f"w{i % 180}@{domain}" if i % 37 else "broken@", f"W{i}", "", "", "yes", "", "surveys" if i % 2 else ""]
+            for i in range(200)
+        ]
+
+    inline = run_import(write(tmp_path, rows("example.com"), name="a.csv"), processes=0)
+    pooled = run_import(write(tmp_path, rows("example.org"), name="b.csv"), processes=1)
+    assert pooled.counts == inline.counts
+    assert inline.counts["created"] == len({i % 180 for i in range(200) if i % 37})
+    assert rejects(pooled.id) == rejects(inline.id)
+
+
+def test_requeue_picks_up_imports_nobody_is_running(db, tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from app.models import utcnow
+
+    import_id = start(write(tmp_path, [["email"], ["a@example.com"]]))
+    with session_scope() as session:
+        assert service.requeue_stale(session, now=utcnow()) == []
+        assert service.requeue_stale(session, now=utcnow() + timedelta(minutes=11)) == [import_id]
