@@ -40,8 +40,17 @@ LAST = ["Müller", "Schmidt", "Smith", "García", "Rossi", "Dubois", "Kowalski",
 DOMAINS = ["example.com", "example.org", "mail.example.net", "corp.example.de", "example.co.uk"]
 COMPANIES = ["Acme GmbH", "Globex Ltd", "Initech", "Umbrella plc", "Hooli", ""]
 TOPICS = ["member-updates", "special-offers", "surveys"]
-HEADER = ["Email Address", "First Name", "Last Name", "Phone", "Company", "Country", "email_consent",
-          "email_consent_date", "topics"]
+HEADER = [
+    "Email Address",
+    "First Name",
+    "Last Name",
+    "Phone",
+    "Company",
+    "Country",
+    "email_consent",
+    "email_consent_date",
+    "topics",
+]
 
 
 def generate(path: Path, rows: int, seed: int = 1) -> None:
@@ -59,11 +68,19 @@ def generate(path: Path, rows: int, seed: int = 1) -> None:
             if 0.01 <= roll < 0.015:
                 email = f"{first.lower()}.{n}@@broken"  # 0.5 % bad rows
             phone = f"+49 30 {1000000 + n % 8999999}" if n % 3 == 0 else ""
-            writer.writerow([
-                email, first, last, phone, COMPANIES[n % len(COMPANIES)], "DE",
-                "yes" if n % 5 else "", f"2025-{1 + n % 12:02d}-{1 + n % 28:02d}",
-                TOPICS[n % 3] if n % 2 else "",
-            ])
+            writer.writerow(
+                [
+                    email,
+                    first,
+                    last,
+                    phone,
+                    COMPANIES[n % len(COMPANIES)],
+                    "DE",
+                    "yes" if n % 5 else "",
+                    f"2025-{1 + n % 12:02d}-{1 + n % 28:02d}",
+                    TOPICS[n % 3] if n % 2 else "",
+                ]
+            )
 
 
 def reference_copy(path: Path, dsn: str) -> float:
@@ -73,10 +90,13 @@ def reference_copy(path: Path, dsn: str) -> float:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"CREATE TEMP TABLE bare ({cols})")
         start = time.perf_counter()
-        with conn.cursor() as cur, path.open("rb") as handle:
-            with cur.copy("COPY bare FROM STDIN WITH (FORMAT csv, HEADER true)") as copy:
-                while chunk := handle.read(1 << 20):
-                    copy.write(chunk)
+        with (
+            conn.cursor() as cur,
+            path.open("rb") as handle,
+            cur.copy("COPY bare FROM STDIN WITH (FORMAT csv, HEADER true)") as copy,
+        ):
+            while chunk := handle.read(1 << 20):
+                copy.write(chunk)
         return time.perf_counter() - start
 
 
@@ -89,8 +109,18 @@ def child(import_id: int, processes: int) -> None:
     elapsed = time.perf_counter() - start
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     helpers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"elapsed": elapsed, "rss_mb": own, "helper_rss_mb": helpers, "status": final.status,
-                      "rows_done": final.rows_done, "counts": final.counts}))
+    print(
+        json.dumps(
+            {
+                "elapsed": elapsed,
+                "rss_mb": own,
+                "helper_rss_mb": helpers,
+                "status": final.status,
+                "rows_done": final.rows_done,
+                "counts": final.counts,
+            }
+        )
+    )
 
 
 def run_listwarden(path: Path, base_url: str, processes: int) -> dict[str, object]:
@@ -102,8 +132,13 @@ def run_listwarden(path: Path, base_url: str, processes: int) -> dict[str, objec
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = base_url.rsplit("/", 1)[0] + f"/{name}"
     var = Path(tempfile.mkdtemp(prefix="lw-bench-import-"))
-    env = {**os.environ, "LISTWARDEN_DATABASE_URL": url, "LISTWARDEN_VAR_DIR": str(var),
-           "LISTWARDEN_BROKER_URL": "embedded", "LISTWARDEN_SECRET_KEY": "bench-" + uuid.uuid4().hex}
+    env = {
+        **os.environ,
+        "LISTWARDEN_DATABASE_URL": url,
+        "LISTWARDEN_VAR_DIR": str(var),
+        "LISTWARDEN_BROKER_URL": "embedded",
+        "LISTWARDEN_SECRET_KEY": "bench-" + uuid.uuid4().hex,
+    }
     try:
         os.environ.update(env)
         from app.auth.actor import Actor
@@ -114,18 +149,26 @@ def run_listwarden(path: Path, base_url: str, processes: int) -> dict[str, objec
 
         use_settings(None)
         from app.config import get_settings
-
         from app.migrate import upgrade
 
         upgrade(get_settings())
         prepare_database(get_settings())
         with session_scope() as session, path.open("rb") as handle:
-            job = service.create(session, handle, path.name, service.ImportOptions(consent_text="Bench consent"),
-                                 Actor(kind="staff", role="admin"), enqueue=False)
+            job = service.create(
+                session,
+                handle,
+                path.name,
+                service.ImportOptions(consent_text="Bench consent"),
+                Actor(kind="staff", role="admin"),
+                enqueue=False,
+            )
             import_id = job.id
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(import_id), "--processes", str(processes)],
-            env=env, check=True, capture_output=True, text=True,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return json.loads(out.stdout.strip().splitlines()[-1])
     finally:
@@ -138,7 +181,9 @@ def run_listwarden(path: Path, base_url: str, processes: int) -> dict[str, objec
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-n", "--rows", type=int, default=1_000_000)
     parser.add_argument("--sizes", help="comma-separated row counts, run one after another (memory in N)")
     parser.add_argument("--processes", type=int, default=1, help="validating processes beside the writer")
@@ -162,10 +207,14 @@ def main() -> None:
         rate = rows / float(ours["elapsed"])  # type: ignore[arg-type]
         print(f"rows                     {rows:,} ({size_mb:.1f} MB)")
         print(f"PostgreSQL COPY          {ref_rate:,.0f} rows/s  (median of {len(ref)})")
-        print(f"Listwarden import        {rate:,.0f} rows/s  ({ours['elapsed']:.1f} s, {args.processes} validating "
-              f"process{'es' if args.processes != 1 else ''})")
+        print(
+            f"Listwarden import        {rate:,.0f} rows/s  ({ours['elapsed']:.1f} s, {args.processes} validating "
+            f"process{'es' if args.processes != 1 else ''})"
+        )
         print(f"ratio                    {rate / ref_rate:.3f}")
-        print(f"worker peak memory       {ours['rss_mb']:.0f} MB (validating process {ours['helper_rss_mb']:.0f} MB)")
+        print(
+            f"worker peak memory       {ours['rss_mb']:.0f} MB (validating process {ours['helper_rss_mb']:.0f} MB)"
+        )
         print(f"counts                   {json.dumps(ours['counts'])}")
         sys.stdout.flush()
 

@@ -91,6 +91,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     # Mailchimp's "unsubscribed" export: UNSUB_TIME.
     "email_opt_out": ("email_opt_out", "unsub_time", "unsubscribed_at", "opt_out_date"),
     "topics": ("topics", "topic", "interests", "subscriptions"),
+    "attributes": ("attributes",),
 }
 _BY_HEADER = {alias: target for target, aliases in _ALIASES.items() for alias in aliases}
 _NON_WORD = re.compile(r"[^0-9a-z]+")

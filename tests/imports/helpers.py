@@ -28,7 +28,11 @@ def write(tmp_path: Path, rows: list[list[str]], name: str = "leads.csv", **kwar
 def start(path: Path, **options: Any) -> int:
     with session_scope() as session, path.open("rb") as handle:
         job = service.create(
-            session, handle, path.name, service.ImportOptions(**options), Actor(kind="staff", role="sales"),
+            session,
+            handle,
+            path.name,
+            service.ImportOptions(**options),
+            Actor(kind="staff", role="sales"),
             enqueue=False,
         )
         assert job.id is not None
@@ -49,6 +53,8 @@ def rejects(import_id: int) -> list[tuple[int, str | None, str]]:
 
     with session_scope() as session:
         rows = session.exec(
-            select(ImportReject).where(ImportReject.import_id == import_id).order_by(col(ImportReject.row_number))
+            select(ImportReject)
+            .where(ImportReject.import_id == import_id)
+            .order_by(col(ImportReject.row_number))
         )
         return [(r.row_number, r.field, r.reason) for r in rows]

@@ -18,7 +18,15 @@ from app.suppression import gate
 from app.suppression.service import add_for_address
 from tests.imports.helpers import rejects, run_import, start, write
 
-HEADER = ["Email Address", "First Name", "Last Name", "Phone", "email_consent", "email_consent_date", "topics"]
+HEADER = [
+    "Email Address",
+    "First Name",
+    "Last Name",
+    "Phone",
+    "email_consent",
+    "email_consent_date",
+    "topics",
+]
 
 
 def _contact(email: str) -> Contact | None:
@@ -56,13 +64,21 @@ def test_rows_land_with_consent_evidence_and_bad_rows_are_reported(db, tmp_path:
     assert job.status == "done" and job.rows_total == 5 and job.rows_done == 5
     assert job.counts["created"] == 2 and job.counts["rejected"] == 3
     assert job.counts["consents"] == 2
-    assert [(row, field) for row, field, _ in rejects(job.id)] == [(4, "email"), (5, "phone"), (6, "email_consent")]
+    assert [(row, field) for row, field, _ in rejects(job.id)] == [
+        (4, "email"),
+        (5, "phone"),
+        (6, "email_consent"),
+    ]
     reasons = [reason for _, _, reason in rejects(job.id)]
     assert "@-sign" in reasons[0] and "phone" in reasons[1] and "'maybe'" in reasons[2]
 
     anna = _contact("ANNA@example.com")
     assert anna is not None and anna.name == "Anna Smith" and anna.phone == "+49301234567"
-    assert anna.source == "event" and anna.source_detail["import_id"] == job.id and anna.source_detail["row"] == 2
+    assert (
+        anna.source == "event"
+        and anna.source_detail["import_id"] == job.id
+        and anna.source_detail["row"] == 2
+    )
     assert _allowed("anna@example.com", "special-offers")
     assert not _allowed("anna@example.com", "partner-offers")  # she chose one topic only
     assert _allowed("ben@example.org", "partner-offers")  # consent without topics: all email
@@ -80,16 +96,37 @@ def test_consent_yes_never_resubscribes_an_opted_out_or_suppressed_person(db, tm
         for email in ("out@example.com", "pref@example.com", "erased@example.com", "bounced@example.com"):
             contacts.upsert(session, contacts.ContactIn(email=email), staff)
     with session_scope() as session:
-        add_for_address(session, address="out@example.com", channel="email", topic=None, reason="unsubscribe",
-                        method="phone", note=None, actor=staff)
-        add_for_address(session, address="bounced@example.com", channel=None, topic=None, reason="hard_bounce",
-                        method=None, note=None, actor=staff)
+        add_for_address(
+            session,
+            address="out@example.com",
+            channel="email",
+            topic=None,
+            reason="unsubscribe",
+            method="phone",
+            note=None,
+            actor=staff,
+        )
+        add_for_address(
+            session,
+            address="bounced@example.com",
+            channel=None,
+            topic=None,
+            reason="hard_bounce",
+            method=None,
+            note=None,
+            actor=staff,
+        )
         pref = contacts.find_by_email(session, "pref@example.com")
         assert pref is not None
         from app.preferences.service import PreferenceChange, apply_changes
 
-        apply_changes(session, pref, [PreferenceChange(Channel.EMAIL, None, PreferenceStatus.OPTED_OUT)],
-                      method="link", actor=Actor.recipient())
+        apply_changes(
+            session,
+            pref,
+            [PreferenceChange(Channel.EMAIL, None, PreferenceStatus.OPTED_OUT)],
+            method="link",
+            actor=Actor.recipient(),
+        )
         erased = contacts.find_by_email(session, "erased@example.com")
         assert erased is not None
         contacts.erase(session, erased, staff)
@@ -134,7 +171,10 @@ def test_the_same_file_twice_changes_nothing_the_second_time(db, tmp_path: Path)
                 _count(ConsentEvent),
                 _count(Preference),
                 _count(Suppression),
-                [(c.id, c.name, c.phone, c.updated_at, dict(c.source_detail), dict(c.attributes)) for c in people],
+                [
+                    (c.id, c.name, c.phone, c.updated_at, dict(c.source_detail), dict(c.attributes))
+                    for c in people
+                ],
             )
 
     before = snapshot()
@@ -208,7 +248,9 @@ def test_opt_outs_in_a_file_are_applied_with_their_suppression(db, tmp_path: Pat
 
 def test_under_age_rows(db, tmp_path: Path) -> None:
     with session_scope() as session:
-        contacts.upsert(session, contacts.ContactIn(email="teen@example.com"), Actor(kind="staff", role="admin"))
+        contacts.upsert(
+            session, contacts.ContactIn(email="teen@example.com"), Actor(kind="staff", role="admin")
+        )
     path = write(
         tmp_path,
         [
@@ -287,7 +329,15 @@ def test_validating_in_a_separate_process_gives_the_same_result(db, tmp_path: Pa
 
     def rows(domain: str) -> list[list[str]]:
         return [HEADER] + [
-            [f"w{i % 180}@{domain}" if i % 37 else "broken@", f"W{i}", "", "", "yes", "", "surveys" if i % 2 else ""]
+            [
+                f"w{i % 180}@{domain}" if i % 37 else "broken@",
+                f"W{i}",
+                "",
+                "",
+                "yes",
+                "",
+                "surveys" if i % 2 else "",
+            ]
             for i in range(200)
         ]
 

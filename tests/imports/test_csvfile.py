@@ -1,0 +1,119 @@
+"""Reading what spreadsheets write: encodings, delimiters, quoted newlines, broken files."""
+
+from __future__ import annotations
+
+import codecs
+from pathlib import Path
+
+import pytest
+
+from app.errors import ValidationProblem
+from app.imports import csvfile
+
+ROWS = [
+    ["Email Address", "Name", "Notes"],
+    ["zoe@example.com", "Zoë Åberg", "likes ß, é and ü"],
+    ["li@example.org", "Li Wei", 'said "hello"\nover two lines'],
+]
+
+
+def _text(rows: list[list[str]], delimiter: str) -> str:
+    def cell(value: str) -> str:
+        if any(ch in value for ch in (delimiter, '"', "\n", "\r")):
+            return '"' + value.replace('"', '""') + '"'
+        return value
+
+    return "".join(delimiter.join(cell(v) for v in row) + "\r\n" for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "bom"),
+    [
+        ("utf-8", b""),
+        ("utf-8", codecs.BOM_UTF8),
+        ("utf-16-le", codecs.BOM_UTF16_LE),
+        ("utf-16-be", codecs.BOM_UTF16_BE),
+        ("utf-16-le", b""),
+        ("cp1252", b""),
+        ("latin-1", b""),
+    ],
+)
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+def test_every_encoding_and_delimiter_reads_the_same_records(
+    tmp_path: Path, encoding: str, bom: bytes, delimiter: str
+) -> None:
+    path = tmp_path / "leads.csv"
+    path.write_bytes(bom + _text(ROWS, delimiter).encode(encoding))
+    fmt = csvfile.detect(path)
+    assert fmt.delimiter == delimiter
+    assert fmt.header == ROWS[0]
+    got = list(csvfile.records(path, fmt))
+    assert [(r.row, r.cells, r.error) for r in got] == [(2, ROWS[1], None), (3, ROWS[2], None)]
+    assert csvfile.count_records(path, fmt) == 2
+
+
+def test_windows_1252_punctuation_is_read_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "excel.csv"
+    path.write_bytes("email;name\r\nx@example.com;“Smart” – quotes €\r\n".encode("cp1252"))
+    fmt = csvfile.detect(path)
+    assert fmt.encoding == "cp1252" and fmt.delimiter == ";"
+    assert next(csvfile.records(path, fmt)).cells == ["x@example.com", "“Smart” – quotes €"]
+
+
+def test_blank_lines_are_skipped_and_rows_keep_spreadsheet_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "gaps.csv"
+    path.write_text(
+        '\r\nemail,name\r\n\r\na@example.com,A\r\n,\r\nb@example.com,"B\r\nB"\r\nc@example.com,C\r\n'
+    )
+    fmt = csvfile.detect(path)
+    assert [(r.row, r.cells[0]) for r in csvfile.records(path, fmt)] == [
+        (2, "a@example.com"),
+        (3, "b@example.com"),
+        (4, "c@example.com"),
+    ]
+    assert [r.row for r in csvfile.records(path, fmt, skip=2)] == [4]
+
+
+def test_broken_csv_is_reported_per_record_and_reading_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "broken.csv"
+    path.write_text('email,name\r\na@example.com,"A"x\r\nb@example.com,B\r\n')
+    fmt = csvfile.detect(path)
+    got = list(csvfile.records(path, fmt))
+    assert got[0].error and "CSV" in got[0].error
+    assert got[-1].cells == ["b@example.com", "B"] and got[-1].error is None
+
+
+def test_a_runaway_quote_is_reported_not_swallowed_silently(tmp_path: Path) -> None:
+    path = tmp_path / "runaway.csv"
+    path.write_text('email,name\r\na@example.com,"never closed\r\n' + "x" * (csvfile.MAX_CELL + 10) + "\r\n")
+    fmt = csvfile.detect(path)
+    errors = [r.error for r in csvfile.records(path, fmt) if r.error]
+    assert errors and ("longer than" in errors[0] or "cut off" in errors[0])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "empty"),
+        (b"\r\n\r\n", "empty"),
+        (
+            codecs.BOM_UTF16_LE + "a,b\r\n".encode("utf-16-le") + b"\x00\xdc" + "c".encode("utf-16-le"),
+            "not valid",
+        ),
+    ],
+)
+def test_unreadable_files_get_a_clear_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValidationProblem, match=message):
+        csvfile.detect(path)
+
+
+def test_an_explicit_encoding_that_does_not_fit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes("email\r\nzoë@example.com\r\n".encode("latin-1"))
+    with pytest.raises(ValidationProblem, match="not valid utf-8"):
+        csvfile.detect(path, encoding="utf-8")
+    with pytest.raises(ValidationProblem, match="unknown encoding"):
+        csvfile.detect(path, encoding="klingon")
+    assert csvfile.detect(path, encoding="latin-1").header == ["email"]
