@@ -207,14 +207,11 @@ def main() -> None:
         rate = rows / float(ours["elapsed"])  # type: ignore[arg-type]
         print(f"rows                     {rows:,} ({size_mb:.1f} MB)")
         print(f"PostgreSQL COPY          {ref_rate:,.0f} rows/s  (median of {len(ref)})")
-        print(
-            f"Listwarden import        {rate:,.0f} rows/s  ({ours['elapsed']:.1f} s, {args.processes} validating "
-            f"process{'es' if args.processes != 1 else ''})"
-        )
+        helpers = f"{args.processes} validating process{'es' if args.processes != 1 else ''}"
+        print(f"Listwarden import        {rate:,.0f} rows/s  ({ours['elapsed']:.1f} s, {helpers})")
         print(f"ratio                    {rate / ref_rate:.3f}")
-        print(
-            f"worker peak memory       {ours['rss_mb']:.0f} MB (validating process {ours['helper_rss_mb']:.0f} MB)"
-        )
+        memory = f"{ours['rss_mb']:.0f} MB (validating process {ours['helper_rss_mb']:.0f} MB)"
+        print(f"worker peak memory       {memory}")
         print(f"counts                   {json.dumps(ours['counts'])}")
         sys.stdout.flush()
 
