@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     from app.suppression.endpoints import router as suppression_router
     from app.topics.endpoints import router as topics_router
     from app.web.endpoints import router as web_router
+    from app.web.imports import router as web_imports_router
 
     app.include_router(contacts_router)
     app.include_router(suppression_router)
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.include_router(inbound_router)
     app.include_router(imports_router)
     app.include_router(web_router)
+    app.include_router(web_imports_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -140,8 +140,8 @@ class PostgresBulk(Bulk):
     def seen(self, import_id: int, keys: list[str]) -> set[str]:
         with self.raw.cursor() as cur:
             cur.execute(
-                "SELECT key_hash FROM import_seen WHERE import_id = %s AND key_hash = ANY(%s)",
-                (import_id, keys),
+                "SELECT key_hash FROM import_seen WHERE import_id = %s AND key_hash = ANY(%s::text[])",
+                (import_id, _hex_array(keys)),
             )
             return {row[0] for row in cur.fetchall()}
 
@@ -149,14 +149,14 @@ class PostgresBulk(Bulk):
         if not keys:
             return []
         where = {
-            "email": "email_hash = ANY(%s)",
-            "phone": "phone_hash = ANY(%s) AND email IS NULL",
-            "postal": "postal_hash = ANY(%s) AND email IS NULL AND phone IS NULL",
+            "email": "email_hash = ANY(%s::text[])",
+            "phone": "phone_hash = ANY(%s::text[]) AND email IS NULL",
+            "postal": "postal_hash = ANY(%s::text[]) AND email IS NULL AND phone IS NULL",
         }[kind]
         # Column names and conditions are this module's constants, never input.
         sql = f"SELECT {', '.join(columns)} FROM contact WHERE {where} AND erased_at IS NULL ORDER BY id"  # noqa: S608
         with self.raw.cursor() as cur:
-            cur.execute(sql, (list(keys),))
+            cur.execute(sql, (_hex_array(keys),))
             return [dict(zip(columns, row, strict=True)) for row in cur.fetchall()]
 
     def preferences(self, contact_ids: Sequence[int]) -> list[tuple[int, str, str | None, str]]:
@@ -175,24 +175,34 @@ class PostgresBulk(Bulk):
         with self.raw.cursor() as cur:
             cur.execute(
                 "SELECT address_hash, channel, topic, reason FROM suppression "
-                "WHERE address_hash = ANY(%s) AND lifted_at IS NULL ORDER BY id",
-                (list(hashes),),
+                "WHERE address_hash = ANY(%s::text[]) AND lifted_at IS NULL ORDER BY id",
+                (_hex_array(hashes),),
             )
             return [tuple(row) for row in cur.fetchall()]
 
     def _copy(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        """COPY in PostgreSQL's text format, formatted here: several times faster than
+        psycopg's per-value adaptation (``write_row``) for rows this wide."""
         columns = list(rows[0])
-        json_at = [i for i, c in enumerate(columns) if c in JSON_COLUMNS]
+        lines = [
+            "\t".join(
+                [
+                    "\\N"
+                    if (v := row[c]) is None
+                    else v
+                    if type(v) is str and v.isprintable() and "\\" not in v
+                    else _text(v)
+                    for c in columns
+                ]
+            )
+            for row in rows
+        ]
+        lines.append("")
         with (
             self.raw.cursor() as cur,
             cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
         ):
-            for row in rows:
-                values = [row[c] for c in columns]
-                for i in json_at:
-                    if values[i] is not None:
-                        values[i] = json.dumps(values[i], ensure_ascii=False)
-                copy.write_row(values)
+            copy.write("\n".join(lines).encode())
 
     def insert_returning_ids(self, table: Table, rows: list[dict[str, Any]]) -> list[int]:
         if not rows:
@@ -230,6 +240,15 @@ def _text(value: Any) -> str:
     if isinstance(value, dict | list):
         return _text(json.dumps(value, ensure_ascii=False))
     raise TypeError(f"cannot COPY a {type(value).__name__}")
+
+
+def _hex_array(keys: Iterable[str]) -> str:
+    """A text[] literal of keyed hashes (hex digits only: nothing to quote). psycopg's
+    list adaptation costs more than the lookup itself for thousands of keys."""
+    values = list(keys)
+    if any(not k.isalnum() for k in values):
+        raise ValueError("not a keyed hash")
+    return "{" + ",".join(values) + "}"
 
 
 def bulk_for(session: Session) -> Bulk:

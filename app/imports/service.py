@@ -18,9 +18,9 @@ import io
 import json
 import logging
 import uuid
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 from multiprocessing import get_context
@@ -34,6 +34,7 @@ from sqlmodel import Session, col, select
 from app.auth import audit
 from app.auth.actor import Actor
 from app.config import Settings, get_settings
+from app.contacts.identifiers import fast_normalise_email, normalise_email
 from app.db import after_commit, session_scope
 from app.errors import NotFound, ValidationProblem
 from app.imports import csvfile, mapping
@@ -194,49 +195,6 @@ def get(session: Session, import_id: int) -> Import:
 
 
 # --------------------------------------------------------------------------- running
-def _batches(
-    records: Iterable[csvfile.Record], size: int
-) -> Iterator[list[tuple[int, list[str], str | None]]]:
-    batch: list[tuple[int, list[str], str | None]] = []
-    for record in records:
-        batch.append((record.row, record.cells, record.error))
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _prepared(
-    batches: Iterator[list[tuple[int, list[str], str | None]]], ctx: Context, processes: int
-) -> Iterator[tuple[int, list[Lead | Reject]]]:
-    """(records in the batch, prepared batch), in file order. With ``processes``, batches
-    are prepared in worker processes, a bounded number ahead of the writer."""
-    if processes <= 0:
-        for batch in batches:
-            yield len(batch), prepare_batch(batch, ctx)
-        return
-    first = next(batches, None)
-    if first is None:
-        return
-    second = next(batches, None)
-    if second is None:  # one batch: not worth a process
-        yield len(first), prepare_batch(first, ctx)
-        return
-    with ProcessPoolExecutor(max_workers=processes, mp_context=get_context("spawn")) as pool:
-        pending: deque[tuple[int, Future[list[Lead | Reject]]]] = deque()
-        for batch in (first, second):
-            pending.append((len(batch), pool.submit(prepare_batch, batch, ctx)))
-        for batch in batches:
-            if len(pending) >= processes * 2 + 1:
-                n, future = pending.popleft()
-                yield n, future.result()
-            pending.append((len(batch), pool.submit(prepare_batch, batch, ctx)))
-        while pending:
-            n, future = pending.popleft()
-            yield n, future.result()
-
-
 @dataclass(frozen=True, slots=True)
 class Progress:
     status: str
@@ -245,19 +203,29 @@ class Progress:
     counts: dict[str, int]
 
 
-def run(
-    import_id: int,
-    *,
-    processes: int | None = None,
-    on_progress: Callable[[Progress], None] | None = None,
-) -> Progress:
-    """Run (or resume) an import to the end. Safe to call twice: a finished import is left
-    as it is, a running one continues from its last committed batch."""
-    settings = get_settings()
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """What a partition needs to run: plain data, so it can cross to another process."""
+
+    import_id: int
+    path: str
+    fmt: csvfile.FileFormat
+    ctx: Context
+    job: Job
+    batch_size: int
+    #: Position of the email column (None: no email column, one partition only).
+    email_at: int | None
+
+
+def _progress(job: Import) -> Progress:
+    return Progress(job.status, job.rows_done, job.rows_total, dict(job.counts or {}))
+
+
+def _setup(import_id: int, settings: Settings) -> _Work | Progress:
     with session_scope() as session:
         job = get(session, import_id)
         if job.status in ("done", "failed"):
-            return Progress(job.status, job.rows_done, job.rows_total, dict(job.counts or {}))
+            return _progress(job)
         job.status = "running"
         job.started_at = job.started_at or utcnow()
         job.heartbeat_at = utcnow()
@@ -266,9 +234,7 @@ def run(
         explicit = dict(options.get("explicit") or {})
         actor = Actor(kind="staff", token_id=job.created_by_token_id)
         topics = _topic_names(session)
-        skip = job.rows_done
-        info = (job.filename, job.source, job.merge_policy, job.rows_total)
-    filename, source, policy, rows_total = info
+        filename, source, policy, rows_total = job.filename, job.source, job.merge_policy, job.rows_total
     try:
         if not path.exists():
             raise ValidationProblem("the stored upload is missing", field="file")
@@ -303,27 +269,160 @@ def run(
         consent_text=ctx.consent_text,
         consent_version=ctx.consent_version,
     )
-    if processes is None:
-        processes = settings.import_processes
-    batches = _batches(csvfile.records(path, fmt, skip=skip), settings.import_batch_size)
-    progress = Progress("running", skip, rows_total, {})
-    for n, items in _prepared(batches, ctx, processes):
-        progress = _write_batch(import_id, job_info, items, n)
+    email_at = plan.targets.index("email") if "email" in plan.targets else None
+    return _Work(import_id, str(path), fmt, ctx, job_info, settings.import_batch_size, email_at)
+
+
+def _partitions(work: _Work, wanted: int, settings: Settings) -> int:
+    """How many processes write this import: decided once and kept, so a resumed import
+    splits its rows the same way. SQLite has one writer; small files need no helpers."""
+    with session_scope() as session:
+        job = get(session, work.import_id)
+        progress = dict(job.progress or {})
+        if "partitions" not in progress:
+            many = (
+                wanted > 1
+                and not settings.is_sqlite
+                and work.email_at is not None
+                and (job.rows_total or 0) >= 4 * work.batch_size
+            )
+            progress = {"partitions": wanted if many else 1, "done": {}}
+            job.progress = progress
+        return int(progress["partitions"])
+
+
+def partition_of(cells: list[str], email_at: int | None, partitions: int) -> int:
+    """Rows for the same person always go to the same partition (by their email key)."""
+    if partitions == 1 or email_at is None or email_at >= len(cells):
+        return 0
+    raw = cells[email_at].strip()
+    if not raw:
+        return 0
+    fast = fast_normalise_email(raw)
+    if fast is not None:
+        key = fast.key
+    else:
+        try:
+            key = normalise_email(raw).key
+        except ValidationProblem:
+            return 0  # rejected there
+    return zlib.crc32(key.encode()) % partitions
+
+
+def run(
+    import_id: int,
+    *,
+    processes: int | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Progress:
+    """Run (or resume) an import to the end. Safe to call twice: a finished import is left
+    as it is, a running one continues after its last committed batches.
+
+    On PostgreSQL, ``processes`` (default: the ``import_processes`` setting) processes each
+    take the rows of a share of the people (by a hash of their email), validate them and
+    write them, so both validation and the database's work spread over the cores."""
+    settings = get_settings()
+    work = _setup(import_id, settings)
+    if isinstance(work, Progress):
+        return work
+    partitions = _partitions(work, settings.import_processes if processes is None else processes, settings)
+    if partitions == 1:
+        _run_partition(work, 0, 1, on_progress)
+    else:
+        context = get_context("spawn")
+        children = [
+            context.Process(target=_partition_process, args=(settings, work, p, partitions), daemon=True)
+            for p in range(partitions)
+        ]
+        for child in children:
+            child.start()
+        while any(child.is_alive() for child in children):
+            for child in children:
+                child.join(timeout=0.5 / partitions)
+            if on_progress is not None:
+                with session_scope() as session:
+                    on_progress(_progress(get(session, import_id)))
+        failed = [p for p, child in enumerate(children) if child.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"import {import_id}: partition(s) {failed} failed; a retry resumes them")
+    return _finish(import_id, work.fmt)
+
+
+def _partition_process(settings: Settings, work: _Work, partition: int, partitions: int) -> None:
+    from app.config import use_settings
+
+    use_settings(settings)
+    _run_partition(work, partition, partitions, None)
+
+
+def _run_partition(
+    work: _Work, partition: int, partitions: int, on_progress: Callable[[Progress], None] | None
+) -> None:
+    with session_scope() as session:
+        done = dict((get(session, work.import_id).progress or {}).get("done") or {})
+    after = int(done.get(str(partition), 1))  # row 1 is the header
+    batch: list[tuple[int, list[str], str | None]] = []
+    seen_rows = 0
+
+    def flush() -> None:
+        nonlocal batch, seen_rows
+        if not batch and not seen_rows:
+            return
+        last = batch[-1][0] if batch else after
+        progress = _write_batch(work, partition, prepare_batch(batch, work.ctx), seen_rows, last)
+        batch, seen_rows = [], 0
         if on_progress is not None:
             on_progress(progress)
-    return _finish(import_id, fmt)
+
+    last_row = after
+    for record in csvfile.records(Path(work.path), work.fmt):
+        if record.row <= after:
+            continue
+        last_row = record.row
+        if record.error is None and partition_of(record.cells, work.email_at, partitions) != partition:
+            continue
+        if record.error is not None and partition != 0:
+            continue
+        batch.append((record.row, record.cells, record.error))
+        seen_rows += 1
+        if len(batch) >= work.batch_size:
+            flush()
+    if batch:
+        flush()
+    if last_row > after:
+        _mark_done(work.import_id, partition, last_row)
 
 
-def _write_batch(import_id: int, job: Job, items: list[Lead | Reject], n: int) -> Progress:
+def _mark_done(import_id: int, partition: int, row: int) -> None:
     with session_scope() as session:
-        added = apply_batch(session, job, items)
-        record = get(session, import_id)
+        job = _locked(session, import_id)
+        progress = dict(job.progress or {})
+        done = dict(progress.get("done") or {})
+        done[str(partition)] = max(row, int(done.get(str(partition), 1)))
+        job.progress = {**progress, "done": done}
+
+
+def _locked(session: Session, import_id: int) -> Import:
+    job = session.get(Import, import_id, with_for_update=True)
+    if job is None:
+        raise NotFound(f"import {import_id} not found")
+    return job
+
+
+def _write_batch(work: _Work, partition: int, items: list[Lead | Reject], n: int, last_row: int) -> Progress:
+    """One batch, committed together with the partition's position and the counts."""
+    with session_scope() as session:
+        added = apply_batch(session, work.job, items)
+        record = _locked(session, work.import_id)
         counts = Counter(record.counts or {})
         counts.update(added)
         record.counts = {**{k: 0 for k in COUNT_KEYS}, **dict(counts)}
         record.rows_done += n
+        progress = dict(record.progress or {})
+        progress["done"] = {**dict(progress.get("done") or {}), str(partition): last_row}
+        record.progress = progress
         record.heartbeat_at = utcnow()
-        return Progress(record.status, record.rows_done, record.rows_total, dict(record.counts))
+        return _progress(record)
 
 
 def _finish(import_id: int, fmt: csvfile.FileFormat) -> Progress:

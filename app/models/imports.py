@@ -38,6 +38,8 @@ class Import(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    #: {"partitions": n, "done": {partition: last row committed}}: where a resumed import goes on.
+    progress: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType))
     #: Touched with every committed batch; a running import silent for long is resumed.
     heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 

@@ -23,6 +23,7 @@ def upgrade() -> None:
     json_type = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
     with op.batch_alter_table("import_job", schema=None) as batch_op:
         batch_op.add_column(sa.Column("options", json_type, nullable=True))
+        batch_op.add_column(sa.Column("progress", json_type, nullable=True))
         batch_op.add_column(sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index("ix_import_job_status", ["status", "heartbeat_at"], unique=False)
     op.create_table(
@@ -39,4 +40,5 @@ def downgrade() -> None:
     with op.batch_alter_table("import_job", schema=None) as batch_op:
         batch_op.drop_index("ix_import_job_status")
         batch_op.drop_column("heartbeat_at")
+        batch_op.drop_column("progress")
         batch_op.drop_column("options")
