@@ -119,6 +119,15 @@ def demo(
         typer.echo(
             f"demo contacts created: {result.created} (a few were then erased, to show erasure at work)"
         )
+        from app.demo import demo_import
+
+        job = demo_import(get_settings().var_dir)
+        c = job.counts
+        typer.echo(
+            f"demo import of an event list: created {c.get('created', 0)}, duplicates merged "
+            f"{c.get('duplicates', 0)}, rejected {c.get('rejected', 0)}, kept opted out "
+            f"{c.get('kept_suppressed', 0)} (see /imports in the web UI)"
+        )
     else:
         typer.echo("demo contacts were already there")
     typer.echo(f"web UI login: {result.admin_email} / {result.admin_password}")

@@ -7,6 +7,7 @@ import random
 import secrets
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 from sqlmodel import Session, col, select
 
@@ -14,7 +15,8 @@ from app.auth.actor import Actor
 from app.auth.service import create_token, hash_password
 from app.contacts import service as contacts
 from app.contacts.schemas import ContactIn, PreferenceItem
-from app.models import ApiToken, Contact, Role, User, utcnow
+from app.db import session_scope
+from app.models import ApiToken, Contact, Import, Role, User, utcnow
 from app.models.base import Channel, PreferenceStatus, Source
 from app.preferences.service import PreferenceChange, apply_changes
 from app.suppression import service as suppressions
@@ -205,3 +207,51 @@ def seed(session: Session, *, contacts_count: int = 300, rng_seed: int = 7) -> D
     return DemoResult(
         created=created, admin_email=DEMO_ADMIN_EMAIL, admin_password=password, admin_token=token
     )
+
+
+DEMO_LEADS = """Email Address,First Name,Last Name,Company,email_consent,email_consent_date,topics
+nora.event@example.com,Nora,Berg,Acme GmbH,yes,2026-10-02,special-offers
+omar.event@example.org,Omar,Haddad,,yes,2026-10-02,
+NORA.EVENT@example.com,,,Acme GmbH (Berlin),yes,2026-10-02,surveys
+left.us@example.com,Leonie,Vogt,,yes,2026-10-02,
+not-an-address,Broken,Row,,yes,,
+=cmd@example.net,Formula,Cell,"=HYPERLINK(""http://x.example"")",,,
+"""
+
+
+def demo_import(var_dir: Path) -> Import:
+    """A small event-list import, to show the importer at work: a duplicate merged, a bad
+    row rejected with its reason, and someone who had opted out kept opted out although
+    the file says "consent: yes"."""
+    from app.imports import service as imports
+
+    staff = Actor(kind="staff", role=Role.SALES)
+    with session_scope() as session:
+        suppressions.add_for_address(
+            session,
+            address="left.us@example.com",
+            channel="email",
+            topic=None,
+            reason=Reason.MANUAL_REQUEST,
+            method="phone",
+            note="asked by phone to hear no more (demo)",
+            actor=staff,
+        )
+    path = var_dir / "demo-event-leads.csv"
+    path.write_text(DEMO_LEADS, encoding="utf-8")
+    with session_scope() as session, path.open("rb") as handle:
+        job = imports.create(
+            session,
+            handle,
+            path.name,
+            imports.ImportOptions(
+                source="event", consent_text="Yes, send me news and offers (event sign-up sheet)"
+            ),
+            staff,
+            enqueue=False,
+        )
+        import_id = job.id
+    assert import_id is not None
+    imports.run(import_id, processes=0)
+    with session_scope() as session:
+        return imports.get(session, import_id)
