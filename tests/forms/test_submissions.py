@@ -562,3 +562,31 @@ def test_unknown_forms_and_methods(web: TestClient, session: Session) -> None:
     assert web.options("/forms/newsletter").status_code == 204
     assert web.head("/forms/newsletter").status_code == 200
     assert contacts(session) == []
+
+
+def test_the_confirmation_never_lifts_an_opt_out_recorded_after_the_request(
+    web: TestClient, db: Settings, session: Session
+) -> None:
+    post_form(
+        web, "newsletter", {**newsletter("phone@example.com"), "topic": ["special-offers", "member-updates"]}
+    )
+    link = confirmation_link(db, "phone@example.com")
+    add_for_address(
+        session,
+        address="phone@example.com",
+        channel="email",
+        topic="special-offers",
+        reason="manual_request",
+        method="phone",
+        note="Said on the phone: no offers.",
+        actor=Actor(kind="staff", role="sales"),
+    )
+    session.commit()
+    r = web.post(link, data={"csrf_token": csrf_from(web.get(link).text)})
+    assert "Thank you, it is confirmed" in r.text and "Special offers stays off" in r.text
+    [contact] = contacts(session)
+    assert contact.id is not None
+    assert allowed(session, contact.id, "member-updates")
+    assert not allowed(session, contact.id, "special-offers")
+    [supp] = session.exec(select(Suppression)).all()
+    assert supp.lifted_at is None
