@@ -34,7 +34,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from app.auth.actor import Actor
 from app.config import ConsentMode, get_settings
@@ -512,7 +512,7 @@ def address_blocked(session: Session, profile: dict[str, Any]) -> bool:
             select(Preference).where(
                 Preference.contact_id == existing.id,
                 Preference.channel == Channel.EMAIL.value,
-                Preference.topic == None,  # noqa: E711
+                col(Preference.topic).is_(None),
                 Preference.status == PreferenceStatus.OPTED_OUT.value,
             )
         ).first()
