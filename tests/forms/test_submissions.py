@@ -555,12 +555,18 @@ def test_the_render_token_binds_the_form_its_wording_and_the_time(
     assert contacts(session) == [] and outbox(db) == []
 
 
-def test_unknown_forms_and_methods(web: TestClient, session: Session) -> None:
+def test_unknown_forms_and_methods(web: TestClient, db: Settings, session: Session, tmp_path: Path) -> None:
     assert web.get("/forms/nope").status_code == 404
     assert web.post("/forms/nope", data={"email": "a@example.com"}).status_code == 404
     assert web.post("/forms/nope", json={"email": "a@example.com"}).json()["status"] == "not_found"
     assert web.options("/forms/newsletter").status_code == 204
     assert web.head("/forms/newsletter").status_code == 200
+    assert contacts(session) == []
+    # The file was broken after the start: a plain "not available" answer, and a log entry.
+    db.forms_file = write_forms(tmp_path, "[forms.newsletter]\nkind = 1\n")
+    broken = web.get("/forms/newsletter")
+    assert broken.status_code == 503 and "not available" in broken.text
+    assert web.post("/forms/newsletter", json={"email": "a@example.com"}).json()["status"] == "unavailable"
     assert contacts(session) == []
 
 
