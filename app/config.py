@@ -101,6 +101,11 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("forms_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     # ------------------------------------------------------------------ derived values
     @property
     def resolved_database_url(self) -> str:
@@ -173,6 +178,19 @@ class Settings(BaseSettings):
     opt_in_confirm_hours: int = Field(default=72, ge=1)
     #: Access and erasure requests are due this many days after they are received.
     data_request_due_days: int = Field(default=30, ge=1)
+
+    # --- forms (``/forms/{name}``, ``app.forms``)
+    #: TOML file that configures the public registration and survey forms; unset: the
+    #: bundled ``app/forms/default_forms.toml`` (a ``newsletter`` and a ``survey`` form).
+    forms_file: Path | None = None
+    #: Submissions per hour per client IP, and confirmation mails per hour per address
+    #: (over the address limit the lead is stored and the answer is the same, no mail).
+    forms_per_ip_per_hour: int = Field(default=30, ge=1)
+    forms_confirmations_per_address_per_hour: int = Field(default=3, ge=1)
+    #: A form must be sent back within this many hours of being shown, and not sooner
+    #: than this many seconds (bots fill forms in no time); otherwise it is shown again.
+    forms_token_hours: int = Field(default=24, ge=1)
+    forms_min_seconds: float = Field(default=2.0, ge=0)
 
 
 _override: Settings | None = None

@@ -106,6 +106,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     from app.campaigns.endpoints import router as campaigns_router
     from app.compliance.endpoints import router as compliance_router
     from app.contacts.endpoints import router as contacts_router
+    from app.forms.config import load_forms
+    from app.forms.endpoints import router as forms_router
     from app.imports.endpoints import router as imports_router
     from app.inbound.endpoints import router as inbound_router
     from app.recipients.endpoints import router as recipients_router
@@ -124,6 +126,8 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.include_router(imports_router)
     app.include_router(web_router)
     app.include_router(web_imports_router)
+    load_forms(settings)  # a forms file with problems stops the start, saying what is wrong
+    app.include_router(forms_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -20,7 +20,10 @@ Rules:
 - nothing here changes state on GET: functions that change state are only called from POSTs;
 - "unsubscribe by email address" answers the same whether or not the address is known,
   is rate-limited per client IP and per address, and mails a link that expires and works once;
-- the mail sent from here is service mail: the gate is asked with purpose ``service`` first.
+- the mail sent from here is service mail: the gate is asked with purpose ``service`` first;
+- the public forms (``app.forms``) use the same double opt-in (:func:`ask_for_confirmation`,
+  :func:`confirm_opt_in`, the same tokens and pages); a form's confirmation never lifts
+  an opt-out.
 
 Services never commit: :func:`run` is the unit of work the endpoints use (it commits before
 the answer and retries a request that lost a race with a concurrent one)."""
@@ -994,43 +997,88 @@ def _ask_confirmation(
     actor: Actor,
     result: SaveResult,
 ) -> None:
-    contact = recipient.contact
     labels = [label for c in pending if (label := _label_for(view, c))]
-    service_ok = gate.check_one(
-        session, recipient.contact_id, channel=Channel.EMAIL, topic=None, purpose=Purpose.SERVICE
+    settings = get_settings()
+    mail = ask_for_confirmation(
+        session,
+        recipient.contact,
+        pending,
+        labels,
+        actor,
+        method="preference_centre",
+        text_shown="Preference centre: ticked again after an opt-out; confirmation mail sent ("
+        + ", ".join(labels)
+        + ")",
+        evidence=recipient.evidence(),
+        subject=f"Please confirm: email from {settings.sender_name}",
+        template="confirm_opt_in",
     )
-    if not contact.email or not service_ok.allowed:
+    if mail is None:
         result.confirmation_unavailable = (
             "We cannot send a confirmation email to your address, so this cannot be turned back on here."
         )
         result.not_possible.extend((label, result.confirmation_unavailable) for label in labels)
         return
-    channels = {c.channel.value for c in pending}
+    result.awaiting_confirmation = labels
+    result.mail = mail
+
+
+def labels_for(session: Session, contact: Contact, changes: Iterable[PreferenceChange]) -> list[str]:
+    """What the preference centre calls these changes ("Special offers", "Phone calls")."""
+    view = preference_view(session, Recipient(contact))
+    return [label for c in changes if (label := _label_for(view, c))]
+
+
+def ask_for_confirmation(
+    session: Session,
+    contact: Contact,
+    changes: list[PreferenceChange],
+    labels: list[str],
+    actor: Actor,
+    *,
+    method: str,
+    text_shown: str,
+    subject: str,
+    template: str,
+    text_version: str | None = None,
+    evidence: dict[str, Any] | None = None,
+    context: dict[str, Any] | None = None,
+) -> OutgoingMail | None:
+    """Double opt-in, first half: record the person's request (a consent event with status
+    ``requested``: what they asked for, the wording shown, IP and user agent) and make the
+    mail whose link (``/preferences/confirm/{token}``) lets them confirm it. Nothing is
+    opted in here. None, and nothing recorded, when no service mail can reach them."""
+    assert contact.id is not None
+    service_ok = gate.check_one(
+        session, contact.id, channel=Channel.EMAIL, topic=None, purpose=Purpose.SERVICE
+    )
+    if not contact.email or not service_ok.allowed:
+        return None
+    channels = {c.channel.value for c in changes}
     event = record_consent(
         session,
         contact=contact,
         status=REQUESTED,
-        method="preference_centre",
+        method=method,
         actor=actor,
         channel=channels.pop() if len(channels) == 1 else None,
-        text_shown="Preference centre: ticked again after an opt-out; confirmation mail sent ("
-        + ", ".join(labels)
-        + ")",
+        text_shown=text_shown,
+        text_version=text_version,
         evidence={
-            **recipient.evidence(),
-            "requested": [{"channel": c.channel.value, "topic": c.topic} for c in pending],
+            **(evidence or {}),
+            "requested": [{"channel": c.channel.value, "topic": c.topic} for c in changes],
             "labels": labels,
         },
     )
     assert event.id is not None
-    token = make_confirm_token(recipient.contact_id, event.id)
+    token = make_confirm_token(contact.id, event.id)
     settings = get_settings()
-    result.awaiting_confirmation = labels
-    result.mail = service_mail(
+    return service_mail(
         contact,
-        subject=f"Please confirm: email from {settings.sender_name}",
-        template="confirm_opt_in",
+        subject=subject,
+        template=template,
         context={
+            **(context or {}),
             "labels": labels,
             "confirm_url": f"{public_url()}/preferences/confirm/{token}",
             "hours": settings.opt_in_confirm_hours,
@@ -1047,6 +1095,12 @@ class Confirmation:
     labels: list[str]
     #: pending | confirmed | expired | superseded
     state: str
+    #: Where the request was made: ``preference_centre``, or ``form`` (a public form,
+    #: ``app.forms``: its wording and version are recorded again with the opt-in).
+    method: str = "preference_centre"
+    text_shown: str | None = None
+    text_version: str | None = None
+    form: str | None = None
 
 
 def resolve_confirmation(session: Session, token: str) -> Confirmation:
@@ -1086,7 +1140,18 @@ def resolve_confirmation(session: Session, token: str) -> Confirmation:
         state = "expired"
     else:
         state = "pending"
-    return Confirmation(recipient, request_id, changes, labels, state)
+    form = (request.evidence or {}).get("form")
+    return Confirmation(
+        recipient,
+        request_id,
+        changes,
+        labels,
+        state,
+        method=request.method,
+        text_shown=request.text_shown,
+        text_version=request.text_version,
+        form=form if isinstance(form, str) else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -1099,21 +1164,41 @@ class ConfirmResult:
 
 def confirm_opt_in(session: Session, token: str, actor: Actor) -> ConfirmResult:
     """The person followed the link in the confirmation mail and pressed the button: the
-    opt-in is applied as fresh consent, lifting their own opt-outs of that scope."""
+    opt-in is applied as fresh consent. From the preference centre it lifts their own
+    opt-outs of that scope; from a public form it never does (an opt-in there meets an
+    opt-out as a refusal, like an import's), and the event repeats the form's wording
+    and version."""
     confirmation = resolve_confirmation(session, token)
     if confirmation.state != "pending":
         return ConfirmResult(confirmation, [], [])
     recipient = confirmation.recipient
-    outcome = apply_changes(
-        session,
-        recipient.contact,
-        confirmation.changes,
-        method="preference_centre",
-        actor=actor,
-        text_shown="Confirmed by following the link in the confirmation email (double opt-in)",
-        evidence={**recipient.evidence(), "confirms": confirmation.request_id},
-        confirmed_by_person=True,
-    )
+    if confirmation.method == "form":
+        outcome = apply_changes(
+            session,
+            recipient.contact,
+            confirmation.changes,
+            method="form",
+            actor=actor,
+            text_shown=confirmation.text_shown,
+            text_version=confirmation.text_version,
+            evidence={
+                **recipient.evidence(),
+                "confirms": confirmation.request_id,
+                "double_opt_in": True,
+                **({"form": confirmation.form} if confirmation.form else {}),
+            },
+        )
+    else:
+        outcome = apply_changes(
+            session,
+            recipient.contact,
+            confirmation.changes,
+            method="preference_centre",
+            actor=actor,
+            text_shown="Confirmed by following the link in the confirmation email (double opt-in)",
+            evidence={**recipient.evidence(), "confirms": confirmation.request_id},
+            confirmed_by_person=True,
+        )
     view = preference_view(session, recipient)
     turned_on = [o.label for o in view.options if o.on and o.label in confirmation.labels]
     not_possible = [
