@@ -248,6 +248,9 @@ def import_file(
     source: Annotated[
         str, typer.Option(help="registration, survey, survey_partial, event or import.")
     ] = "import",
+    source_detail: Annotated[
+        str | None, typer.Option(help="What the file is, e.g. 'Fair 2026, stand B4'.")
+    ] = None,
     merge: Annotated[str, typer.Option(help="fill_empty (default) or overwrite.")] = "fill_empty",
     map_: Annotated[
         list[str] | None, typer.Option("--map", help="COLUMN=TARGET, e.g. 'E-Mail=email' (repeatable).")
@@ -286,6 +289,7 @@ def import_file(
         options = service.ImportOptions.model_validate(
             {
                 "source": source,
+                "source_detail": source_detail,
                 "merge": merge,
                 "mapping": mapping,
                 "topics": topic or [],

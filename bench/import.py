@@ -12,10 +12,11 @@ then in the same run:
   streamed from disk), best of ``--reference-runs``;
 - Listwarden: a fresh PostgreSQL database, the file stored as an import and run to the end
   by the import job's own code (``app.imports.service.run``, what the ``run_import`` actor
-  calls) in a separate worker process, with ``--processes`` validating beside it.
+  calls) in a separate worker process, which splits the rows among ``--processes``
+  processes (by a hash of the email) that each validate and write their share.
 
 Prints rows per second for both, their ratio, and the worker's peak resident memory
-(its own, and the largest of its validating processes)."""
+(its own, and the largest of its partition processes)."""
 
 from __future__ import annotations
 
@@ -186,7 +187,9 @@ def main() -> None:
     )
     parser.add_argument("-n", "--rows", type=int, default=1_000_000)
     parser.add_argument("--sizes", help="comma-separated row counts, run one after another (memory in N)")
-    parser.add_argument("--processes", type=int, default=1, help="validating processes beside the writer")
+    parser.add_argument(
+        "--processes", type=int, default=2, help="processes that validate and write (partitions)"
+    )
     parser.add_argument("--reference-runs", type=int, default=3)
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
@@ -207,10 +210,10 @@ def main() -> None:
         rate = rows / float(ours["elapsed"])  # type: ignore[arg-type]
         print(f"rows                     {rows:,} ({size_mb:.1f} MB)")
         print(f"PostgreSQL COPY          {ref_rate:,.0f} rows/s  (median of {len(ref)})")
-        helpers = f"{args.processes} validating process{'es' if args.processes != 1 else ''}"
+        helpers = f"{args.processes} partition process{'es' if args.processes != 1 else ''}"
         print(f"Listwarden import        {rate:,.0f} rows/s  ({ours['elapsed']:.1f} s, {helpers})")
         print(f"ratio                    {rate / ref_rate:.3f}")
-        memory = f"{ours['rss_mb']:.0f} MB (validating process {ours['helper_rss_mb']:.0f} MB)"
+        memory = f"{ours['rss_mb']:.0f} MB (largest partition process {ours['helper_rss_mb']:.0f} MB)"
         print(f"worker peak memory       {memory}")
         print(f"counts                   {json.dumps(ours['counts'])}")
         sys.stdout.flush()

@@ -78,6 +78,8 @@ class Job:
     hash_key: bytes
     consent_text: str | None = None
     consent_version: str | None = None
+    #: What the file is (an event, a form, a campaign), as sales described it.
+    detail: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +270,7 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
                 "postal_hash": lead.postal_hash,
                 "attributes": dict(lead.attributes),
                 "source": job.source,
-                "source_detail": {"import_id": job.import_id, "row": lead.row, "file": job.filename},
+                "source_detail": _detail(job, lead.row),
                 "created_at": now,
                 "updated_at": now,
             }
@@ -289,7 +291,7 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
             phone_hash, postal_hash = _hashes_of(merged, job.hash_key)
         if changes:
             detail = dict(existing.get("source_detail") or {})
-            detail["last_update"] = {"import_id": job.import_id, "row": lead.row}
+            detail["last_update"] = _detail(job, lead.row)
             values = {
                 **{name: merged.get(name) for name in MERGED_FIELDS},
                 "attributes": merged.get("attributes") or {},
@@ -400,6 +402,13 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
             ],
         )
     return counts
+
+
+def _detail(job: Job, row: int) -> dict[str, Any]:
+    detail: dict[str, Any] = {"import_id": job.import_id, "row": row, "file": job.filename}
+    if job.detail:
+        detail["detail"] = job.detail
+    return detail
 
 
 def _age_reason(plan: _Plan) -> str:

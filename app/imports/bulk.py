@@ -221,25 +221,34 @@ class PostgresBulk(Bulk):
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
+_MOMENTS: dict[Any, str] = {}
+
+
 def _text(value: Any) -> str:
     """One value in COPY's text format."""
+    kind = type(value)
     if value is None:
         return "\\N"
-    if isinstance(value, str):
-        return (
-            value.translate(_ESCAPES)
-            if ("\\" in value or "\t" in value or "\n" in value or "\r" in value)
-            else value
-        )
-    if isinstance(value, bool):
+    if kind is str:
+        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+            return str(value.translate(_ESCAPES))
+        return str(value)
+    if kind is int:
+        return str(value)
+    if kind is bool:
         return "t" if value else "f"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, dict | list):
+    if kind is dict or kind is list:
         return _text(json.dumps(value, ensure_ascii=False))
-    raise TypeError(f"cannot COPY a {type(value).__name__}")
+    if kind is datetime or kind is date:
+        found = _MOMENTS.get(value)  # the batch's timestamps repeat on every row
+        if found is None:
+            if len(_MOMENTS) > 10_000:
+                _MOMENTS.clear()
+            found = _MOMENTS[value] = value.isoformat()
+        return found
+    if kind is float:
+        return repr(value)
+    raise TypeError(f"cannot COPY a {kind.__name__}")
 
 
 def _hex_array(keys: Iterable[str]) -> str:

@@ -137,8 +137,25 @@ def _yes_no(value: str, column: str) -> bool | None:
     raise _Bad(column, f"{column}: expected yes or no, got {value.strip()[:40]!r}")
 
 
+_DATES: dict[tuple[str, bool], date] = {}
+
+
 def parse_date(value: str, column: str, *, day_first: bool) -> date:
+    found = _DATES.get((value, day_first))
+    if found is None:
+        found = _parse_date(value, column, day_first=day_first)
+        if len(_DATES) > 20_000:
+            _DATES.clear()
+        _DATES[(value, day_first)] = found
+    return found
+
+
+def _parse_date(value: str, column: str, *, day_first: bool) -> date:
     text = value.strip()
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).date()
     except ValueError:

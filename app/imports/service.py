@@ -268,6 +268,7 @@ def _setup(import_id: int, settings: Settings) -> _Work | Progress:
         hash_key=ctx.hash_key,
         consent_text=ctx.consent_text,
         consent_version=ctx.consent_version,
+        detail=options.get("source_detail"),
     )
     email_at = plan.targets.index("email") if "email" in plan.targets else None
     return _Work(import_id, str(path), fmt, ctx, job_info, settings.import_batch_size, email_at)

@@ -60,7 +60,13 @@ def test_rows_land_with_consent_evidence_and_bad_rows_are_reported(db, tmp_path:
             ["dora@example.com", "Dora", "", "", "maybe", "", ""],
         ],
     )
-    job = run_import(path, consent_text="Tick to get our offers", consent_version="v3", source="event")
+    job = run_import(
+        path,
+        consent_text="Tick to get our offers",
+        consent_version="v3",
+        source="event",
+        source_detail="Fair 2026",
+    )
     assert job.status == "done" and job.rows_total == 5 and job.rows_done == 5
     assert job.counts["created"] == 2 and job.counts["rejected"] == 3
     assert job.counts["consents"] == 2
