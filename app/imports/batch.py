@@ -14,7 +14,7 @@ The rules are those of ``app.contacts.service.upsert`` and
   test checks it against ``apply_changes`` over random worlds;
 - rows that opt out (``email_consent`` no, ``email_opt_out``, ``topic:x`` no) go through
   ``apply_changes`` itself: rare, and it writes the suppression and settles in-flight sends;
-- a row for someone erased (an ``erasure`` suppression) stores nothing; a birth date under
+- a row for someone erased (an ``erasure`` or ``underage`` suppression) stores nothing; a birth date under
   the minimum age refuses a new lead and erases a known contact.
 """
 
@@ -246,7 +246,7 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
         counts["duplicates"] += len(lead.merged_rows)
         existing = world.contacts.get(lead.key)
         erased = any(
-            s.reason == Reason.ERASURE
+            s.reason in (Reason.ERASURE, Reason.UNDERAGE)
             for s in _person_suppressions(world, (lead.email_hash, lead.phone_hash, lead.postal_hash))
         )
         if existing is None and erased:

@@ -274,6 +274,10 @@ def test_under_age_rows(db, tmp_path: Path) -> None:
     assert _contact("teen@example.com") is None and _contact("kid@example.com") is None
     adult = _contact("adult@example.com")
     assert adult is not None and str(adult.date_of_birth) == "1980-02-03" and adult.age_confirmed
+    # The erased minor is not stored again by a later file that leaves the birth date out.
+    again = run_import(write(tmp_path, [["email", "name"], ["teen@example.com", "Teen Again"]], name="b.csv"))
+    assert again.counts["kept_suppressed"] == 1 and again.counts["created"] == 0
+    assert _contact("teen@example.com") is None
 
 
 def test_a_file_cut_off_in_the_middle(db, tmp_path: Path) -> None:
