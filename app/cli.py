@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,6 +25,19 @@ app.add_typer(campaign_app, name="campaign")
 user_app = typer.Typer(help="Staff users of the web UI.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
+
+
+def _progress_columns() -> tuple[Any, ...]:
+    """A bar with done / total, a detail line and the time left (long CLI work)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    return (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeRemainingColumn(),
+    )
 
 
 def _prepare() -> None:
@@ -270,7 +283,7 @@ def import_file(
     """Import leads from a CSV file; opted-out and suppressed people stay so."""
     from pathlib import Path
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress
 
     from app.auth.actor import Actor
     from app.db import session_scope
@@ -324,13 +337,7 @@ def import_file(
     typer.echo(f"import {import_id}: stored {file.name}")
     if not follow and not embedded:
         return
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeRemainingColumn(),
-    )
+    columns = _progress_columns()
 
     def detail(counts: dict[str, int]) -> str:
         keys = ("created", "updated", "unchanged", "rejected", "duplicates", "kept_suppressed")
@@ -405,7 +412,7 @@ def campaign_send(
     """Start sending (or schedule, if the campaign has a future time) and follow it."""
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress
 
     settings = get_settings()
     _prepare()
@@ -426,14 +433,7 @@ def campaign_send(
         if not follow:
             typer.echo(f"campaign {campaign_id}: {_campaign_status(campaign_id)[0]}")
             return
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns) as progress:
+        with Progress(*_progress_columns()) as progress:
             task = progress.add_task(f"campaign {campaign_id}", total=None, detail="")
             while True:
                 status, counts = _campaign_status(campaign_id)

@@ -39,21 +39,8 @@ from app.preferences import service as preferences
 from app.preferences.service import PreferenceChange
 from app.suppression.policy import BLOCKING_REASONS, OPT_OUT_REASONS, Reason
 
-MERGED_FIELDS = (
-    "name",
-    "phone",
-    "address_line1",
-    "address_line2",
-    "city",
-    "region",
-    "zip",
-    "country",
-    "company",
-    "position",
-    "primary_business",
-    "date_of_birth",
-    "age_confirmed",
-)
+#: Profile fields an import merges (the email is the key and never changes).
+MERGED_FIELDS = tuple(f for f in contacts_service.PROFILE_FIELDS if f != "email")
 CONTACT_COLUMNS = (
     "id",
     "email_hash",
