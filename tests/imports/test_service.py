@@ -319,7 +319,7 @@ def test_a_crashed_import_resumes_after_its_last_batch(db, tmp_path: Path, monke
 
     monkeypatch.setattr(service, "apply_batch", crash_on_third)
     with pytest.raises(RuntimeError):
-        service.run(import_id)
+        service.run(import_id, processes=1)
     with session_scope() as session:
         half = service.get(session, import_id)
         assert half.status == "running" and half.rows_done == 200
@@ -357,6 +357,57 @@ def test_a_partitioned_import_gives_the_same_result(db, tmp_path: Path, monkeypa
     assert pooled.counts == inline.counts
     assert inline.counts["created"] == len({i % 180 for i in range(200) if i % 37})
     assert rejects(pooled.id) == rejects(inline.id)
+
+
+def test_a_refused_write_stops_the_import_and_the_retry_finishes_it_exactly_once(
+    db, tmp_path: Path, monkeypatch
+) -> None:
+    """The database refuses one row. On PostgreSQL the rows are split between two writer
+    processes and one of them fails; on SQLite the one writer fails. Either way the import
+    stops with an error and the retry finishes it with every row written exactly once."""
+    import sqlalchemy as sa
+
+    from app.db import get_engine
+
+    monkeypatch.setattr(service.get_settings(), "import_batch_size", 100)
+    rows = [["email", "email_consent"]] + [[f"part{i}@example.com", "yes"] for i in range(1200)]
+    import_id = start(write(tmp_path, rows))
+    engine = get_engine(db)
+    refuse = {
+        "postgresql": [
+            "CREATE FUNCTION refuse_part700() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.email = 'part700@example.com' THEN RAISE EXCEPTION 'refused for the test'; END IF; "
+            "RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_part700 BEFORE INSERT ON contact "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_part700()",
+        ],
+        "sqlite": [
+            "CREATE TRIGGER refuse_part700 BEFORE INSERT ON contact WHEN NEW.email = 'part700@example.com' "
+            "BEGIN SELECT RAISE(ABORT, 'refused for the test'); END"
+        ],
+    }[engine.dialect.name]
+    with engine.begin() as conn:
+        for statement in refuse:
+            conn.execute(sa.text(statement))
+    try:
+        with pytest.raises(Exception, match=r"partition|refused for the test"):
+            service.run(import_id, processes=2)
+        with session_scope() as session:
+            job = service.get(session, import_id)
+            assert job.status == "running"
+            assert job.progress["partitions"] == (1 if db.is_sqlite else 2)
+            assert 0 < job.rows_done < 1200
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TRIGGER refuse_part700" + ("" if db.is_sqlite else " ON contact")))
+            if not db.is_sqlite:
+                conn.execute(sa.text("DROP FUNCTION refuse_part700()"))
+    done = service.run(import_id, processes=2)
+    assert done.status == "done" and done.rows_done == 1200
+    assert (
+        done.counts["created"] == 1200 and done.counts["consents"] == 1200 and done.counts["duplicates"] == 0
+    )
+    assert _count(Contact) == 1200 and _count(ConsentEvent) == 1200
 
 
 def test_requeue_picks_up_imports_nobody_is_running(db, tmp_path: Path) -> None:
