@@ -34,7 +34,7 @@ from sqlmodel import Session, col, select
 from app.auth import audit
 from app.auth.actor import Actor
 from app.config import Settings, get_settings
-from app.contacts.identifiers import fast_normalise_email, normalise_email
+from app.contacts.identifiers import normalise_email
 from app.db import after_commit, session_scope
 from app.errors import NotFound, ValidationProblem
 from app.imports import csvfile, mapping
@@ -299,9 +299,8 @@ def partition_of(cells: list[str], email_at: int | None, partitions: int) -> int
     raw = cells[email_at].strip()
     if not raw:
         return 0
-    fast = fast_normalise_email(raw)
-    if fast is not None:
-        key = fast.key
+    if raw.isascii() and '"' not in raw and "xn--" not in raw.lower():
+        key = raw.lower()  # what the normalised key of a plain ASCII address is
     else:
         try:
             key = normalise_email(raw).key

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from hypothesis import given, settings
 
 from app.errors import ValidationProblem
 from app.imports.mapping import build
 from app.imports.prepare import Context, Lead, Reject, keyed, prepare
+from tests.contacts.test_identifiers import address_like
 
 TOPICS = {"special-offers": "special-offers", "special offers": "special-offers", "surveys": "surveys"}
 HEADER = [
@@ -161,3 +163,38 @@ def test_explicit_mappings_are_checked() -> None:
         build(["Vorname", "Firma"])
     with pytest.raises(ValidationProblem, match="both map to"):
         build(["a", "b"], {"a": "email", "b": "email"})
+
+
+def test_every_spelling_of_an_address_goes_to_the_same_partition() -> None:
+    from app.contacts.identifiers import normalise_email
+    from app.imports.service import partition_of
+
+    spellings = [
+        ["Anna.Lee@Example.COM", "anna.lee@example.com", " ANNA.LEE@EXAMPLE.COM "],
+        ["üser@bücher.de", "üser@xn--bcher-kva.de", "üser@BÜCHER.de"],
+        ["Bob+news@Mail.Example.org", "bob+NEWS@mail.example.ORG"],
+    ]
+    for group in spellings:
+        assert len({normalise_email(s.strip()).key for s in group}) == 1
+        for partitions in (2, 3, 7):
+            assert len({partition_of([s], 0, partitions) for s in group}) == 1, (group, partitions)
+    # The shortcut for plain ASCII addresses is their normalised key, lower-cased.
+    for raw in ["A.B@EXAMPLE.COM", "x_y-z+t@Sub.Example.co.uk", "o'neil@example.ie", "a@b.io"]:
+        assert normalise_email(raw).key == raw.lower()
+    spread = {partition_of([f"p{i}@example.com"], 0, 2) for i in range(50)}
+    assert spread == {0, 1}
+
+
+@settings(max_examples=3000, deadline=None)
+@given(address_like())
+def test_the_partition_shortcut_is_the_normalised_key(raw: str) -> None:
+    from app.contacts.identifiers import normalise_email
+
+    raw = raw.strip()
+    if not raw or not raw.isascii() or '"' in raw or "xn--" in raw.lower():
+        return
+    try:
+        key = normalise_email(raw).key
+    except ValidationProblem:
+        return
+    assert key == raw.lower()
