@@ -167,10 +167,11 @@ def run_listwarden(path: Path, base_url: str, processes: int) -> dict[str, objec
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(import_id), "--processes", str(processes)],
             env=env,
-            check=True,
             capture_output=True,
             text=True,
         )
+        if out.returncode != 0:
+            sys.exit(f"the import worker failed:\n{out.stderr[-4000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         from app.db import dispose_engines

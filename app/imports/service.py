@@ -403,7 +403,10 @@ def _mark_done(import_id: int, partition: int, row: int) -> None:
 
 
 def _locked(session: Session, import_id: int) -> Import:
-    job = session.get(Import, import_id, with_for_update=True)
+    """The import's row, locked against the other partitions' updates. ``FOR NO KEY
+    UPDATE``: the foreign-key checks of the rows a batch inserts (rejects) hold a key-share
+    lock on it, which a plain ``FOR UPDATE`` would wait on — two partitions, a deadlock."""
+    job = session.get(Import, import_id, with_for_update={"key_share": True})
     if job is None:
         raise NotFound(f"import {import_id} not found")
     return job

@@ -410,6 +410,18 @@ def test_a_refused_write_stops_the_import_and_the_retry_finishes_it_exactly_once
     assert _count(Contact) == 1200 and _count(ConsentEvent) == 1200
 
 
+def test_partitions_with_rejects_in_every_batch_do_not_deadlock(db, tmp_path: Path, monkeypatch) -> None:
+    """Rejects reference the import's row (a key-share lock); each batch then updates that
+    row. Two partitions doing both must not wait on each other in a cycle."""
+    monkeypatch.setattr(service.get_settings(), "import_batch_size", 40)
+    rows = [["email", "email_consent"]] + [
+        [f"lock{i}@example.com" if i % 3 else f"lock{i}@@broken", "yes"] for i in range(6000)
+    ]
+    job = run_import(write(tmp_path, rows), processes=2)
+    assert job.status == "done" and job.progress["partitions"] == (1 if db.is_sqlite else 2)
+    assert job.counts["created"] == 4000 and job.counts["rejected"] == 2000
+
+
 def test_requeue_picks_up_imports_nobody_is_running(db, tmp_path: Path) -> None:
     from datetime import timedelta
 
