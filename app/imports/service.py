@@ -327,7 +327,7 @@ def run(
         return work
     partitions = _partitions(work, settings.import_processes if processes is None else processes, settings)
     if partitions == 1:
-        _run_partition(work, 0, 1, on_progress)
+        _run_partition_noting_errors(work, 0, 1, on_progress)
     else:
         context = get_context("spawn")
         children = [
@@ -352,7 +352,25 @@ def _partition_process(settings: Settings, work: _Work, partition: int, partitio
     from app.config import use_settings
 
     use_settings(settings)
-    _run_partition(work, partition, partitions, None)
+    _run_partition_noting_errors(work, partition, partitions, None)
+
+
+def _run_partition_noting_errors(
+    work: _Work, partition: int, partitions: int, on_progress: Callable[[Progress], None] | None
+) -> None:
+    """Run a partition; an error is noted on the import (it stays ``running``: the job's
+    retry resumes it) and raised again."""
+    try:
+        _run_partition(work, partition, partitions, on_progress)
+    except Exception as exc:
+        log.exception("import %s, partition %s failed", work.import_id, partition)
+        try:
+            with session_scope() as session:
+                note = f"partition {partition} of {partitions} stopped, will be retried: {exc}"
+                get(session, work.import_id).failure_reason = note[:2000]
+        except Exception:  # the database itself may be what failed
+            log.exception("could not note the failure of import %s", work.import_id)
+        raise
 
 
 def _run_partition(
@@ -442,6 +460,7 @@ def _finish(import_id: int, fmt: csvfile.FileFormat) -> Progress:
             )
         session.execute(delete(ImportSeen).where(col(ImportSeen.import_id) == import_id))
         job.status = "done"
+        job.failure_reason = None  # a note left by a failed attempt that was then resumed
         job.finished_at = utcnow()
         job.heartbeat_at = job.finished_at
         audit.record(

@@ -397,6 +397,7 @@ def test_a_refused_write_stops_the_import_and_the_retry_finishes_it_exactly_once
             assert job.status == "running"
             assert job.progress["partitions"] == (1 if db.is_sqlite else 2)
             assert 0 < job.rows_done < 1200
+            assert job.failure_reason and "refused for the test" in job.failure_reason
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text("DROP TRIGGER refuse_part700" + ("" if db.is_sqlite else " ON contact")))
@@ -404,6 +405,8 @@ def test_a_refused_write_stops_the_import_and_the_retry_finishes_it_exactly_once
                 conn.execute(sa.text("DROP FUNCTION refuse_part700()"))
     done = service.run(import_id, processes=2)
     assert done.status == "done" and done.rows_done == 1200
+    with session_scope() as session:
+        assert service.get(session, import_id).failure_reason is None
     assert (
         done.counts["created"] == 1200 and done.counts["consents"] == 1200 and done.counts["duplicates"] == 0
     )
