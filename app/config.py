@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     #: On PostgreSQL, processes that each validate and write a share of an import's rows
     #: (split by a hash of the email). SQLite, and 0 or 1, keep it in the job's process.
     import_processes: int = 2
+    #: Rejected rows (personal data) are deleted this many days after their import ended.
+    import_rejects_days: int = 30
     #: Country assumed for phone numbers written without +<country code>.
     default_phone_region: str = ""
 

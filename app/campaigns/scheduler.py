@@ -56,9 +56,11 @@ def tick(settings: Settings | None = None, *, requeue_after: float = 30.0) -> Ti
             session, lease=timedelta(seconds=settings.claim_lease_seconds)
         )
     with session_scope(settings) as session:
+        from app.imports.service import purge_rejects
         from app.imports.service import requeue_stale as requeue_imports
 
         report.imports_requeued = len(requeue_imports(session))
+        purge_rejects(session)
     with session_scope(settings) as session:
         sending = session.exec(select(Campaign).where(Campaign.status == "sending")).all()
         work = [(c.id, c.audience_built_at is not None) for c in sending if c.id is not None]

@@ -462,6 +462,7 @@ def _finish(import_id: int, fmt: csvfile.FileFormat) -> Progress:
         job.status = "done"
         job.failure_reason = None  # a note left by a failed attempt that was then resumed
         job.finished_at = utcnow()
+        _forget_upload(session, job)
         job.heartbeat_at = job.finished_at
         audit.record(
             session,
@@ -480,8 +481,26 @@ def _fail(import_id: int, reason: str) -> Progress:
         job.status = "failed"
         job.failure_reason = reason
         job.finished_at = utcnow()
+        _forget_upload(session, job)
         session.execute(delete(ImportSeen).where(col(ImportSeen.import_id) == import_id))
         return Progress(job.status, job.rows_done, job.rows_total, dict(job.counts or {}))
+
+
+def _forget_upload(session: Session, job: Import) -> None:
+    """A finished import no longer needs its file (the rejects keep their own cells, the
+    import its checksum): personal data is not kept longer than the work needs."""
+    path = Path(job.stored_path)
+    after_commit(session, lambda: path.unlink(missing_ok=True))
+
+
+def purge_rejects(session: Session, *, now: Any = None) -> int:
+    """Rejected rows hold personal data too: they are deleted ``import_rejects_days`` after
+    their import finished. Returns how many were deleted."""
+    days = get_settings().import_rejects_days
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    old = select(Import.id).where(col(Import.finished_at).is_not(None), col(Import.finished_at) < cutoff)
+    result = session.execute(delete(ImportReject).where(col(ImportReject.import_id).in_(old)))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def requeue_stale(session: Session, *, now: Any = None) -> list[int]:

@@ -425,6 +425,23 @@ def test_partitions_with_rejects_in_every_batch_do_not_deadlock(db, tmp_path: Pa
     assert job.counts["created"] == 4000 and job.counts["rejected"] == 2000
 
 
+def test_finished_imports_keep_no_file_and_their_rejects_only_for_a_while(db, tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from app.models import ImportReject, utcnow
+
+    job = run_import(write(tmp_path, [["email"], ["ok@example.com"], ["not-an-address"]]))
+    assert job.counts["rejected"] == 1
+    assert not Path(job.stored_path).exists()  # the upload is gone once the import is done
+    with session_scope() as session:
+        assert "not-an-address" in "".join(service.rejects_csv(session, job.id))
+        assert service.purge_rejects(session, now=utcnow() + timedelta(days=29)) == 0
+        assert service.purge_rejects(session, now=utcnow() + timedelta(days=31)) == 1
+    assert _count(ImportReject) == 0
+    with session_scope() as session:
+        assert service.get(session, job.id).counts["rejected"] == 1  # the counts stay
+
+
 def test_requeue_picks_up_imports_nobody_is_running(db, tmp_path: Path) -> None:
     from datetime import timedelta
 
