@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     #: Messages per second per campaign (0: no limit) and per recipient domain.
     campaign_rate_limit: float = 0
     domain_rate_limit: float = 0
+    #: With the embedded broker, campaign slices are sent by this many child processes
+    #: of the server (``workers.sending``), so that sending does not hold the server's GIL;
+    #: 0 sends on the server's worker threads.
+    embedded_send_processes: int = 1
     #: How long an opt-out waits for the person's in-flight sends before answering.
     optout_settle_seconds: float = 3.0
     scheduler_interval_seconds: float = 5.0

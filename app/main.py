@@ -54,7 +54,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
             if settings.embedded_broker:
                 from workers.broker import start_embedded_worker
 
-                worker = start_embedded_worker()
+                worker = start_embedded_worker(settings=settings)
         yield
         if stop_scheduler is not None:
             stop_scheduler.set()

@@ -8,11 +8,16 @@ set before any actor is declared."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, Retries, ShutdownNotifications, TimeLimit
 
 from app.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from workers.sending import SendProcesses
 
 #: Every module that declares actors; ``listwarden worker`` imports them all.
 ACTOR_MODULES: list[str] = ["workers.campaigns", "workers.inbound", "workers.imports"]
@@ -58,11 +63,42 @@ def import_actors() -> None:
         importlib.import_module(module)
 
 
-def start_embedded_worker(threads: int = 4) -> dramatiq.Worker | None:
+class EmbeddedWorker(dramatiq.Worker):
+    """The worker threads of an embedded broker; campaign slices go to child processes
+    (``workers.sending``) when the settings ask for them."""
+
+    def __init__(self, *args: Any, sending: SendProcesses | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sending = sending
+
+    def start(self) -> None:
+        if self.sending is not None:
+            from workers import sending
+
+            sending.install(self.sending)
+        super().start()
+
+    def stop(self, timeout: int = 600_000) -> None:
+        super().stop(timeout)  # the slices in progress finish (their threads wait for them)
+        if self.sending is not None:
+            from workers import sending
+
+            if sending.current() is self.sending:
+                sending.install(None)
+            self.sending.close()
+
+
+def start_embedded_worker(threads: int = 4, settings: Settings | None = None) -> dramatiq.Worker | None:
     """Start worker threads in this process when the broker is embedded."""
     if not isinstance(broker, StubBroker):
         return None
     import_actors()
-    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    settings = settings or get_settings()
+    processes = None
+    if settings.embedded_send_processes > 0:
+        from workers.sending import SendProcesses
+
+        processes = SendProcesses(settings, settings.embedded_send_processes)
+    worker = EmbeddedWorker(broker, worker_threads=threads, worker_timeout=100, sending=processes)
     worker.start()
     return worker
