@@ -31,7 +31,10 @@ log = logging.getLogger("listwarden.recipients")
 
 #: Larger bodies are refused before they are read (no recipient form comes near it).
 MAX_FORM_BYTES = 64 * 1024
-_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_URLENCODED = "application/x-www-form-urlencoded"
+_FORM_TYPES = (_URLENCODED, "multipart/form-data")
+#: The RFC 8058 body, as mail providers send it.
+_ONE_CLICK_BODY = b"List-Unsubscribe=One-Click"
 
 
 def recipient_actor(request: Request) -> Actor:
@@ -157,6 +160,10 @@ async def read_form(request: Request) -> FormFields | None:
     kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     values: dict[str, list[str]] = {}
     try:
+        if kind == _URLENCODED and length is not None:
+            body = await request.body()
+            if body == _ONE_CLICK_BODY:  # what mail providers send: no parser needed
+                return FormFields({"List-Unsubscribe": ["One-Click"]})
         if kind in _FORM_TYPES:
             form = await request.form(max_files=1, max_fields=200, max_part_size=MAX_FORM_BYTES)
             for key, value in form.multi_items():
