@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,6 +46,11 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         prepare_database(settings)
+        # What is alive now (modules, routes, templates, compiled statements) lives as long
+        # as the process: keep it out of the collector's full passes, which otherwise
+        # stall the event loop under load (the tail of one-click latency).
+        gc.collect()
+        gc.freeze()
         worker = None
         stop_scheduler = None
         if start_workers:

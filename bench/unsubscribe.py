@@ -335,6 +335,8 @@ def main() -> None:
         with session_scope() as session:
             ensure_topics(session, settings.topics)
         links, token = seed(args.contacts)
+        if pg_name is not None:
+            analyze(url)  # as autovacuum would have by then (bench/send.py does the same)
         random.Random(8058).shuffle(links)  # not in the order the campaign sends in
         server = subprocess.Popen(
             [
@@ -439,6 +441,17 @@ def main() -> None:
         print(f"statuses: healthz {trivial.statuses}, one-click {one_click.statuses}")
     if violations:
         raise SystemExit("invariant 2 violated")
+
+
+def analyze(url: str) -> None:
+    """Planner statistics for the freshly seeded tables: without them PostgreSQL plans for
+    empty tables (a one-click's lookup then read every preference row: 50 ms instead of 0.3)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text("ANALYZE"))
+    engine.dispose()
 
 
 def sent_count(campaign_id: int | None) -> int:

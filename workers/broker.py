@@ -79,6 +79,8 @@ class EmbeddedWorker(dramatiq.Worker):
         super().start()
 
     def stop(self, timeout: int = 600_000) -> None:
+        if self.sending is not None:
+            self.sending.cancel_queued()
         super().stop(timeout)  # the slices in progress finish (their threads wait for them)
         if self.sending is not None:
             from workers import sending

@@ -21,7 +21,8 @@ import logging
 import os
 import signal
 import threading
-from concurrent.futures import ProcessPoolExecutor
+import time
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
 
@@ -30,6 +31,8 @@ from app.config import Settings
 log = logging.getLogger("listwarden.delivery")
 
 _current: SendProcesses | None = None
+#: How often a child checks that the server is still there.
+ORPHAN_POLL_SECONDS = 0.5
 
 
 class SendProcesses:
@@ -41,6 +44,7 @@ class SendProcesses:
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._queued: set[Future[None]] = set()
 
     def _get_pool(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -58,8 +62,13 @@ class SendProcesses:
     def run_slice(self, campaign_id: int, lo: int, hi: int) -> None:
         """Send the slice in a child process; returns when it is done (raises what it raised)."""
         pool = self._get_pool()
+        future = pool.submit(_child_process_slice, campaign_id, lo, hi)
+        with self._lock:
+            self._queued.add(future)
         try:
-            pool.submit(_child_process_slice, campaign_id, lo, hi).result()
+            future.result()
+        except CancelledError:
+            log.info("slice %s-%s of campaign %s not started: stopping", lo, hi, campaign_id)
         except BrokenProcessPool:
             log.warning("a sending process died; the slice will be retried in a new one")
             with self._lock:
@@ -67,6 +76,17 @@ class SendProcesses:
                     self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+        finally:
+            with self._lock:
+                self._queued.discard(future)
+
+    def cancel_queued(self) -> None:
+        """Stopping: slices not started yet are not started (the ledger keeps their rows
+        due; the scheduler sends them again after a restart). Those in progress finish."""
+        with self._lock:
+            self._closed = True
+            for future in list(self._queued):
+                future.cancel()
 
     def close(self) -> None:
         """Let the slices in progress finish, then stop the children."""
@@ -92,7 +112,17 @@ def _child_init(settings: Settings) -> None:
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
     use_settings(settings)
+    parent = os.getppid()
+    threading.Thread(target=_exit_with, args=(parent,), name="listwarden-orphan-watch", daemon=True).start()
     log.debug("sending process %d ready", os.getpid())
+
+
+def _exit_with(parent: int) -> None:
+    """A server that was killed cannot stop its children: they stop when they notice. What
+    they had claimed and not recorded becomes ``unknown`` (as with a killed server's threads)."""
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_POLL_SECONDS)
+    os._exit(1)
 
 
 def _child_process_slice(campaign_id: int, lo: int, hi: int) -> None:
