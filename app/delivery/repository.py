@@ -19,6 +19,11 @@ from app.suppression import gate
 
 #: Advisory lock: claim transactions hold it shared; an opt-out takes it exclusively.
 CLAIM_LOCK_KEY = 0x4C57_434C  # "LWCL"
+#: Claims hold this many consecutive keys from ``CLAIM_LOCK_KEY`` (all shared), so that an
+#: opt-out waits for every claim in progress by taking any one of them exclusively, and
+#: opt-outs written at once by different threads, on different keys, do not wait for
+#: one another (``claim_lock_key``).
+CLAIM_LOCK_STRIPES = 4
 
 DUE_STATUSES = ("pending", "deferred")
 OPEN_STATUSES = ("pending", "claimed", "deferred")
@@ -53,9 +58,15 @@ CONTACT_COLUMNS = (
 )
 
 
+def claim_lock_key(stripe: int = 0) -> int:
+    """The key an opt-out takes exclusively: any stripe waits for every claim."""
+    return CLAIM_LOCK_KEY + stripe % CLAIM_LOCK_STRIPES
+
+
 def hold_claim_lock(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock_shared(CLAIM_LOCK_KEY)))
+    if session.get_bind().dialect.name == "postgresql":  # all stripes, in order, one statement
+        keys = func.generate_series(CLAIM_LOCK_KEY, CLAIM_LOCK_KEY + CLAIM_LOCK_STRIPES - 1).alias("k")
+        session.execute(select(func.pg_advisory_xact_lock_shared(keys.column)))
 
 
 def claim_batch(

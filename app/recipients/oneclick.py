@@ -34,6 +34,7 @@ from starlette.concurrency import run_in_threadpool
 from app.auth.actor import Actor
 from app.config import Settings, get_settings
 from app.db import session_scope
+from app.delivery import repository as ledger
 from app.recipients import service
 from app.recipients.tokens import BadToken, TokenKind, read_url_token
 
@@ -43,6 +44,8 @@ log = logging.getLogger("listwarden.recipients")
 Answer = service.OneClickResult | BaseException
 #: At most this many opt-outs in one transaction.
 MAX_BATCH = 200
+#: Writer threads on PostgreSQL (see ``Writers``), each on its own stripe of the claim lock.
+PG_WRITERS = ledger.CLAIM_LOCK_STRIPES
 #: How often the settler looks again at people with a message in flight.
 POLL_SECONDS = 0.01
 
@@ -139,9 +142,10 @@ class Writer(_Worker):
 
     name = "listwarden-one-click"
 
-    def __init__(self, settler: Settler) -> None:
+    def __init__(self, settler: Settler, stripe: int = 0) -> None:
         super().__init__()
         self.settler = settler
+        self.stripe = stripe  # of the claim lock (``in_flight_after_opt_out``)
 
     def _run(self) -> None:
         while True:
@@ -167,7 +171,7 @@ class Writer(_Worker):
                 opted_out = [
                     c.contact_id for c, result in zip(clicks, results, strict=True) if result is True
                 ]
-                busy = service.in_flight_after_opt_out(session, opted_out)
+                busy = service.in_flight_after_opt_out(session, opted_out, stripe=self.stripe)
         except Exception as exc:
             if len(batch) > 1:
                 log.info("one-click batch of %d failed (%s); one at a time", len(batch), type(exc).__name__)
@@ -197,7 +201,32 @@ def _write_and_look(
     return results, service.in_flight_after_opt_out(session, opted_out)
 
 
-WRITER = Writer(Settler())
+class Writers:
+    """The writer threads: one on SQLite (one writer at a time anyway), ``PG_WRITERS`` on
+    PostgreSQL, where a batch spends most of its time waiting for the database: while one
+    commits, the next is written. A person's clicks always go to the same writer, so that
+    two clicks of one person are never written by two transactions at once (the second
+    sees the first and changes nothing, as with one writer)."""
+
+    def __init__(self, settler: Settler) -> None:
+        self.settler = settler
+        self._writers: list[Writer] = []
+        self._lock = threading.Lock()
+
+    def _for(self, settings: Settings) -> list[Writer]:
+        count = 1 if settings.is_sqlite else PG_WRITERS
+        if len(self._writers) < count:
+            with self._lock:
+                while len(self._writers) < count:
+                    self._writers.append(Writer(self.settler, stripe=len(self._writers)))
+        return self._writers[:count]
+
+    def put(self, job: _Job) -> None:
+        writers = self._for(get_settings())
+        writers[job.click.contact_id % len(writers)].put([job])
+
+
+WRITERS = Writers(Settler())
 
 
 async def one_click(token: str, actor: Actor) -> bool:
@@ -214,7 +243,7 @@ async def one_click(token: str, actor: Actor) -> bool:
         def answer(result: Answer) -> None:
             loop.call_soon_threadsafe(_resolve, future, result)
 
-        WRITER.put([_Job(service.OneClick(payload.contact_id, payload.delivery_id, actor), answer)])
+        WRITERS.put(_Job(service.OneClick(payload.contact_id, payload.delivery_id, actor), answer))
         result = await future
         if isinstance(result, BaseException):
             raise result

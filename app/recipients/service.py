@@ -583,21 +583,22 @@ def write_one_clicks(session: Session, clicks: Sequence[OneClick]) -> list[OneCl
     return results
 
 
-def in_flight_after_opt_out(session: Session, contact_ids: Sequence[int]) -> set[int]:
+def in_flight_after_opt_out(session: Session, contact_ids: Sequence[int], *, stripe: int = 0) -> set[int]:
     """In the transaction that wrote these people's opt-outs, after the writes: who has
     a delivery claimed (being sent) that began before the opt-out and must be waited for.
 
     The protocol of ``app.delivery.service.settle``, inside the transaction: no claim that
     begins after this one can take these people any more. On PostgreSQL, claim statements
-    hold the claim lock shared; taking it exclusively here waits for those running now (so
-    their ``claimed`` rows are visible below) and holds off new ones until the commit, after
-    which they see the suppressions. On SQLite, writers take turns: a claim either
+    hold the claim lock shared (every stripe of it); taking one ``stripe`` exclusively here
+    waits for those running now (so their ``claimed`` rows are visible below) and holds off
+    new ones until the commit, after which they see the suppressions; transactions on other
+    stripes (other writer threads) go on meanwhile. On SQLite, writers take turns: a claim either
     committed before this transaction wrote (and is visible below) or runs after its
     commit."""
     if not contact_ids:
         return set()
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.select(sa.func.pg_advisory_xact_lock(ledger.CLAIM_LOCK_KEY)))
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(ledger.claim_lock_key(stripe))))
     return in_flight(session, contact_ids)
 
 
