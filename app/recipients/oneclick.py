@@ -165,13 +165,16 @@ class Writer(_Worker):
     def _write(self, batch: list[_Job]) -> None:
         settings = get_settings()
         clicks = [job.click for job in batch]
+        busy: set[int] | None = None
+        opted_out: list[int] = []
         try:
             with service.sqlite_writes(settings), session_scope(settings) as session:
                 results = service.write_one_clicks(session, clicks)
                 opted_out = [
                     c.contact_id for c, result in zip(clicks, results, strict=True) if result is True
                 ]
-                busy = service.in_flight_after_opt_out(session, opted_out, stripe=self.stripe)
+                if settings.is_sqlite:  # writers take turns: look in this transaction
+                    busy = service.in_flight_after_opt_out(session, opted_out)
         except Exception as exc:
             if len(batch) > 1:
                 log.info("one-click batch of %d failed (%s); one at a time", len(batch), type(exc).__name__)
@@ -182,6 +185,14 @@ class Writer(_Worker):
                 results, busy = service.run(lambda s: _write_and_look(s, clicks))
             except Exception as again:
                 batch[0].answer(again)
+                return
+        if busy is None:  # PostgreSQL: committed; now the claims in progress (see service)
+            try:
+                busy = service.in_flight_after_commit(opted_out, stripe=self.stripe, settings=settings)
+            except Exception as exc:  # committed, but not known to be settled: no 200
+                log.exception("one-click opt-outs committed; looking for messages in flight failed")
+                for job in batch:
+                    job.answer(exc)
                 return
         waiting = []
         for job, result in zip(batch, results, strict=True):
