@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func as sa_func
 from sqlmodel import Session, select
 
 from app.auth.actor import Actor
@@ -195,3 +196,97 @@ def test_the_answer_waits_for_the_persons_message_in_flight(
     assert r.status_code == 200
     assert waited >= 0.5, waited  # not before the message in flight had gone
     assert waited < 5, waited
+
+
+def test_a_claim_in_progress_holds_back_the_answer_until_its_message_has_gone(
+    app, db: Settings, session: Session, make_contact: Callable[..., int], send_campaign: Callable[..., int]
+) -> None:
+    """A claim transaction that took the person and has not committed yet when they click
+    (on PostgreSQL it holds every stripe of the claim lock; on SQLite the write lock): the
+    answer waits for the claim, then for the message it claimed."""
+    from app.delivery import repository as ledger
+
+    use_settings(db.model_copy(update={"optout_settle_seconds": 10.0}))
+    cid = make_contact("claimed@example.com")
+    send_campaign()
+    [mail] = mails_to(db, "claimed@example.com")
+    delivery = session.exec(select(Delivery).where(Delivery.contact_id == cid)).one()
+    delivery.status = "pending"
+    session.add(delivery)
+    session.commit()
+    claiming = Session(session.get_bind())
+    ledger.hold_claim_lock(claiming)
+    claim = claiming.get(Delivery, delivery.id)
+    assert claim is not None
+    claim.status = "claimed"
+    claiming.add(claim)
+    claiming.flush()  # the claim statement ran; its transaction has not committed yet
+
+    def claim_then_send() -> None:
+        time.sleep(0.4)
+        claiming.commit()
+        claiming.close()
+        time.sleep(0.4)
+        with Session(session.get_bind()) as other:
+            row = other.get(Delivery, delivery.id)
+            assert row is not None and row.status == "claimed"
+            row.status = "sent"
+            other.add(row)
+            other.commit()
+
+    sender = threading.Thread(target=claim_then_send)
+    started = time.monotonic()
+    sender.start()
+    with TestClient(app, base_url="https://lists.example.test") as bare:
+        r = bare.post(path_of(mail.list_unsubscribe()[0]), data={"List-Unsubscribe": "One-Click"})
+    waited = time.monotonic() - started
+    sender.join()
+    assert r.status_code == 200
+    assert waited >= 0.8, waited  # the claim, then its message
+    assert waited < 6, waited
+
+
+def test_every_stripe_of_the_claim_lock_waits_for_a_claim_in_progress(db: Settings, session: Session) -> None:
+    """PostgreSQL: one-click writers take different stripes of the claim lock, so that they
+    do not wait for one another; each stripe still waits for every claim in progress."""
+    from app.delivery import repository as ledger
+
+    if session.get_bind().dialect.name != "postgresql":
+        assert service.in_flight_after_commit([1], stripe=3) == set()
+        return
+    claiming = Session(session.get_bind())
+    ledger.hold_claim_lock(claiming)
+    done: dict[int, float] = {}
+
+    def look(stripe: int) -> None:
+        service.in_flight_after_commit([1], stripe=stripe, settings=db)
+        done[stripe] = time.monotonic()
+
+    lookers = [threading.Thread(target=look, args=(s,)) for s in range(ledger.CLAIM_LOCK_STRIPES)]
+    for t in lookers:
+        t.start()
+    time.sleep(0.4)
+    assert done == {}  # all held back by the claim
+    released = time.monotonic()
+    claiming.commit()
+    claiming.close()
+    for t in lookers:
+        t.join(10)
+    assert sorted(done) == list(range(ledger.CLAIM_LOCK_STRIPES))
+    assert all(at >= released for at in done.values())
+
+
+def test_writers_on_different_stripes_do_not_wait_for_one_another(db: Settings, session: Session) -> None:
+    from app.delivery import repository as ledger
+
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("stripes are a PostgreSQL matter")
+    holding = Session(session.get_bind())
+    holding.execute(select(sa_func.pg_advisory_xact_lock(ledger.claim_lock_key(0))))
+    try:
+        started = time.monotonic()
+        service.in_flight_after_commit([1], stripe=1, settings=db)
+        assert time.monotonic() - started < 2
+    finally:
+        holding.rollback()
+        holding.close()
