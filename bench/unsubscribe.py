@@ -427,6 +427,8 @@ def main() -> None:
             f"campaign: {sent[0]:.0f} messages sent during the measurement ({sent[0] / sent[1]:.0f} msg/s); "
             f"at the end {final['status']} {final['counts']}"
         )
+        if final.get("status") != "sending":
+            print("note: the campaign ended during the measurement (not all of it was while sending)")
         print(
             f"messages sent after an acknowledged opt-out (DESIGN invariant 2): {violations} of {sent_total}"
         )
