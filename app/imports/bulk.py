@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Table, and_, bindparam, insert, select, update
 from sqlmodel import Session
 
@@ -238,7 +239,7 @@ def _text(value: Any) -> str:
     if kind is bool:
         return "t" if value else "f"
     if kind is dict or kind is list:
-        return _text(json.dumps(value, ensure_ascii=False))
+        return _text(_json(value))
     if kind is datetime or kind is date:
         found = _MOMENTS.get(value)  # the batch's timestamps repeat on every row
         if found is None:
@@ -249,6 +250,15 @@ def _text(value: Any) -> str:
     if kind is float:
         return repr(value)
     raise TypeError(f"cannot COPY a {kind.__name__}")
+
+
+def _json(value: Any) -> str:
+    """JSON text of a column value: orjson (ten times faster than ``json.dumps``), and the
+    standard library for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
 def _hex_array(keys: Iterable[str]) -> str:
