@@ -225,7 +225,8 @@ def copy_text(table: Table, rows: list[dict[str, Any]]) -> tuple[list[str], byte
             present = [v for v in values if v is not None] if type(None) in kinds else values
             joined = "".join(present)
             if joined.isprintable() and "\\" not in joined:
-                texts.append(values if len(present) == len(values) else [_NULL if v is None else v for v in values])
+                complete = len(present) == len(values)
+                texts.append(values if complete else [_NULL if v is None else v for v in values])
                 continue
         elif kinds == {int}:
             texts.append(list(map(str, values)))
