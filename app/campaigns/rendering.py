@@ -21,9 +21,9 @@ from typing import Any
 import html2text
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
+from app.campaigns.sandbox import RenderTimeout, TemplateSandbox, time_budget
 from app.config import TEMPLATES_DIR
 from app.delivery.repository import CONTACT_COLUMNS
 from app.errors import ValidationProblem
@@ -60,9 +60,8 @@ class TemplateProblem(ValidationProblem):
     """A campaign template that cannot be used; ``field`` names subject, html or text."""
 
 
-def _sandbox(*, autoescape: bool) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(autoescape=autoescape, trim_blocks=False, keep_trailing_newline=False)
-    return env
+def _sandbox(*, autoescape: bool) -> TemplateSandbox:
+    return TemplateSandbox(autoescape=autoescape, trim_blocks=False, keep_trailing_newline=False)
 
 
 _HTML_ENV = _sandbox(autoescape=True)
@@ -135,7 +134,9 @@ def _compile(env: Environment, source: str, field: str) -> Template:
         )
     try:
         return env.from_string(source)
-    except TemplateError as exc:  # pragma: no cover - parse succeeded, compile rarely fails
+    except SecurityError as exc:  # a limit met while folding constants
+        raise TemplateProblem(f"{field}: refused by the template sandbox: {exc}", field=field) from exc
+    except (TemplateError, ValueError, ArithmeticError, MemoryError) as exc:
         raise TemplateProblem(f"{field}: {exc}", field=field) from exc
 
 
@@ -184,9 +185,12 @@ class CompiledCampaign:
         try:
             # One context for the three templates (Template.render would copy it three times).
             shared = {**_HTML_ENV.globals, **context}
-            subject = clean_header(_render(self.subject, shared))
-            body_html = _render(self.html, shared)
-            body_text = _render(self.text, shared)
+            with time_budget():
+                subject = clean_header(_render(self.subject, shared))
+                body_html = _render(self.html, shared)
+                body_text = _render(self.text, shared)
+        except RenderTimeout as exc:
+            raise TemplateProblem("the template takes too long to render", field="html") from exc
         except SecurityError as exc:
             raise TemplateProblem(f"refused by the template sandbox: {exc}", field="html") from exc
         except (TemplateError, UndefinedError, TypeError, ValueError, ArithmeticError) as exc:
