@@ -287,13 +287,27 @@ def _suppress_address(session: Session, address_hash: str, actor: Actor, request
     )
 
 
+def _live_contact(session: Session, request: DataRequest) -> Contact | None:
+    """The person the request is about, if we still hold them. A request recorded for an
+    address we held nothing about is matched again: the person may have arrived since."""
+    if request.contact_id is not None:
+        return contacts_repo.get_live(session, request.contact_id)
+    if not request.address_hash:
+        return None
+    contact = contacts_repo.by_email_hash(session, request.address_hash)
+    if contact is None or contact.erased_at is not None:
+        return None
+    request.contact_id = contact.id
+    return contact
+
+
 def complete(session: Session, request_id: int, actor: Actor, *, note: str | None = None) -> Completion:
     """Answer an open request: hand over the export (access), erase (erasure) or record
     that the data was rectified (rectification); then mark it done."""
     request = get(session, request_id, for_update=True)
     _require_open(request)
     clean_note = _clean_note(note)
-    contact = contacts_repo.get_live(session, request.contact_id) if request.contact_id is not None else None
+    contact = _live_contact(session, request)
     export: dict[str, Any] | None = None
     erased = False
     if request.kind == Kind.ACCESS:

@@ -324,3 +324,14 @@ def test_a_request_from_the_preference_centre_reaches_the_queue(app, client, db,
     assert client.post(f"{REQUESTS}/{item['id']}/complete", headers=compliance).json()["erased"] is True
     with Session(get_engine(db)) as s:
         assert s.exec(select(DataRequest).where(DataRequest.status == "open")).all() == []
+
+
+def test_a_request_for_an_unknown_address_covers_the_person_who_arrives_later(client, db, sales, compliance):
+    made = client.post(REQUESTS, json={"kind": "erasure", "email": "later@example.com"}, headers=compliance)
+    assert made.status_code == 201 and made.json()["contact_id"] is None
+    cid = make_contact(client, sales, "Later@Example.com")
+    r = client.post(f"{REQUESTS}/{made.json()['id']}/complete", headers=compliance)
+    assert r.status_code == 200 and r.json()["erased"] is True
+    assert r.json()["request"]["contact_id"] == cid
+    assert client.get(f"{CONTACTS}/{cid}", headers=sales).status_code == 404
+    assert decide(db, cid).reason == "erased"
