@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from html import escape as html_escape
 from typing import Any
 
@@ -25,6 +26,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
 from app.config import TEMPLATES_DIR
+from app.delivery.message import QpEncoder
 from app.delivery.repository import CONTACT_COLUMNS
 from app.errors import ValidationProblem
 
@@ -109,6 +111,19 @@ class Layout:
         # re.split with one group: even indexes are literal text, odd ones are slot names.
         return "".join(part if i % 2 == 0 else values[part] for i, part in enumerate(parts))
 
+    @staticmethod
+    def fill_pieces(parts: tuple[str, ...], values: dict[str, str], body: list[str]) -> list[str]:
+        """Like :meth:`fill`, as a list of pieces; the body slot gets the body's pieces."""
+        out: list[str] = []
+        for i, part in enumerate(parts):
+            if i % 2 == 0:
+                out.append(part)
+            elif part == "body":
+                out.extend(body)
+            else:
+                out.append(values[part])
+        return out
+
 
 def _compile(env: Environment, source: str, field: str) -> Template:
     try:
@@ -172,48 +187,72 @@ def _render(template: Template, shared: dict[str, Any]) -> str:
     return template.environment.concat(template.root_render_func(template.new_context(shared, shared=True)))
 
 
+def _pieces(template: Template, shared: dict[str, Any]) -> list[str]:
+    """The rendered template as the pieces the compiled template yields (its literal text
+    and each value), not joined."""
+    return list(template.root_render_func(template.new_context(shared, shared=True)))
+
+
+def _literal_text(env: Environment, source: str) -> set[str]:
+    """The literal text pieces of a template (what its compiled code yields as constants)."""
+    return {node.data for node in env.parse(source).find_all(nodes.TemplateData)}
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPieces:
+    """One rendered message with its bodies as pieces (see ``QpEncoder``)."""
+
+    subject: str
+    html: list[str]
+    text: list[str]
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledCampaign:
     subject: Template
     html: Template
     text: Template
     layout: Layout
+    #: Quoted-printable encoders that remember the encoding of the literal pieces.
+    html_qp: QpEncoder = dataclass_field(default_factory=lambda: QpEncoder(()))
+    text_qp: QpEncoder = dataclass_field(default_factory=lambda: QpEncoder(()))
 
     def render(self, context: dict[str, Any]) -> Rendered:
         """Render one message. Raises ``TemplateProblem`` for sandbox or data errors."""
+        pieces = self.render_pieces(context)
+        return Rendered(subject=pieces.subject, html="".join(pieces.html), text="".join(pieces.text))
+
+    def render_pieces(self, context: dict[str, Any]) -> RenderedPieces:
+        """Render one message, bodies as pieces. Raises ``TemplateProblem``."""
         try:
             # One context for the three templates (Template.render would copy it three times).
             shared = {**_HTML_ENV.globals, **context}
             subject = clean_header(_render(self.subject, shared))
-            body_html = _render(self.html, shared)
-            body_text = _render(self.text, shared)
+            body_html = _pieces(self.html, shared)
+            body_text = _pieces(self.text, shared)
         except SecurityError as exc:
             raise TemplateProblem(f"refused by the template sandbox: {exc}", field="html") from exc
         except (TemplateError, UndefinedError, TypeError, ValueError, ArithmeticError) as exc:
             raise TemplateProblem(f"template error: {exc}", field="html") from exc
-        if len(body_html) > MAX_OUTPUT or len(body_text) > MAX_OUTPUT:
+        if sum(map(len, body_html)) > MAX_OUTPUT or sum(map(len, body_text)) > MAX_OUTPUT:
             raise TemplateProblem("the rendered message is too large", field="html")
         unsubscribe_url = str(context.get("unsubscribe_url", ""))
         preferences_url = str(context.get("preferences_url", ""))
-        html = Layout.fill(
+        html = Layout.fill_pieces(
             self.layout.html_parts,
             {
                 "subject": html_escape(subject),
-                "body": body_html,
                 "unsubscribe_url": html_escape(unsubscribe_url),
                 "preferences_url": html_escape(preferences_url),
             },
+            body_html,
         )
-        text = Layout.fill(
+        text = Layout.fill_pieces(
             self.layout.text_parts,
-            {
-                "subject": subject,
-                "body": body_text,
-                "unsubscribe_url": unsubscribe_url,
-                "preferences_url": preferences_url,
-            },
+            {"subject": subject, "unsubscribe_url": unsubscribe_url, "preferences_url": preferences_url},
+            body_text,
         )
-        return Rendered(subject=subject, html=html, text=text)
+        return RenderedPieces(subject=subject, html=html, text=text)
 
 
 def compile_campaign(
@@ -234,13 +273,17 @@ def compile_campaign(
     if not html.strip() and not (text or "").strip():
         raise TemplateProblem("html: an HTML or a text body is required", field="html")
     text_source = text if (text or "").strip() else html_to_text(html)
+    html_source = html or "<pre>{{ '' }}</pre>"
+    layout = Layout.build(
+        footer=footer, sender_name=sender_name, topic_name=topic_name, postal_address=postal_address
+    )
     compiled = CompiledCampaign(
         subject=_compile(_PLAIN_ENV, subject, "subject"),
-        html=_compile(_HTML_ENV, html or "<pre>{{ '' }}</pre>", "html"),
+        html=_compile(_HTML_ENV, html_source, "html"),
         text=_compile(_PLAIN_ENV, text_source or "", "text"),
-        layout=Layout.build(
-            footer=footer, sender_name=sender_name, topic_name=topic_name, postal_address=postal_address
-        ),
+        layout=layout,
+        html_qp=QpEncoder(_literal_text(_HTML_ENV, html_source) | set(layout.html_parts[::2])),
+        text_qp=QpEncoder(_literal_text(_PLAIN_ENV, text_source or "") | set(layout.text_parts[::2])),
     )
     compiled.render(sample_context())  # a trial render catches sandbox violations at save time
     return compiled

@@ -156,7 +156,8 @@ def build_envelope(
 ) -> tuple[Envelope, str]:
     """Render and assemble one campaign message (raises ``TemplateProblem``)."""
     links = recipient_links(ctx.public_url, contact_id, delivery_id)
-    rendered = ctx.compiled.render(template_context(ctx, contact, links))
+    compiled = ctx.compiled
+    rendered = compiled.render_pieces(template_context(ctx, contact, links))
     email = str(contact["email"])
     bounce = make_address_token(TokenKind.BOUNCE, contact_id, delivery_id)
     reply = make_address_token(TokenKind.REPLY, contact_id, delivery_id)
@@ -167,8 +168,10 @@ def build_envelope(
         from_header=ctx.from_header,
         to_header=format_address(contact.get("name"), email),
         subject=subject_prefix + rendered.subject,
-        html=rendered.html,
-        text=rendered.text,
+        html="",
+        text="",
+        html_qp=compiled.html_qp.encode(rendered.html),
+        text_qp=compiled.text_qp.encode(rendered.text),
         message_id=f"<lw.{delivery_id}.{unique_token()[5:]}@{ctx.message_domain}>",
         reply_to=f"reply+{reply}@{ctx.reply_domain}",
         list_unsubscribe=f"<{links['unsubscribe_url']}>, <mailto:unsubscribe+{mailto}@{ctx.reply_domain}>",
@@ -176,14 +179,11 @@ def build_envelope(
         list_id=ctx.list_id,
         feedback_id=f"{ctx.campaign_id}:{ctx.topic or 'all'}:listwarden",
     )
-    data = message.to_bytes()
-    if ctx.signer is not None:
-        data = ctx.signer.sign(data)
     return Envelope(
         key=delivery_id,
         mail_from=message.mail_from,
         rcpt_to=message.rcpt_to,
-        data=data,
+        data=message.to_bytes(ctx.signer),
         smtputf8=message.needs_smtputf8,
     ), message.message_id
 
