@@ -52,7 +52,9 @@ class FastSmtpClient:
         password: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        context = ssl_context or ssl.create_default_context()
+        if ssl_context is None and (use_tls or start_tls is not False):
+            ssl_context = ssl.create_default_context()
+        context = ssl_context
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port, ssl=context if use_tls else None, limit=2**20),
             self.timeout,
@@ -69,6 +71,7 @@ class FastSmtpClient:
             reply = await self.command("STARTTLS")
             if reply.code != 220:
                 raise SmtpProtocolError(f"STARTTLS: {reply.code} {reply.text}")
+            assert context is not None
             await asyncio.wait_for(writer.start_tls(context, server_hostname=self.host), self.timeout)
             await self.ehlo()
         if username is not None:
@@ -105,11 +108,21 @@ class FastSmtpClient:
         self.writer.write(data)
 
     async def read_reply(self) -> Reply:
-        if self.reader is None:
+        async with asyncio.timeout(self.timeout):
+            return await self._reply()
+
+    async def read_replies(self, count: int) -> list[Reply]:
+        """``count`` replies (to pipelined commands), in order, within one timeout."""
+        async with asyncio.timeout(self.timeout):
+            return [await self._reply() for _ in range(count)]
+
+    async def _reply(self) -> Reply:
+        reader = self.reader
+        if reader is None:
             raise SmtpProtocolError("not connected")
         lines: list[str] = []
         while True:
-            raw = await asyncio.wait_for(self.reader.readline(), self.timeout)
+            raw = await reader.readline()
             if not raw:
                 raise SmtpProtocolError("connection closed by the server")
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
