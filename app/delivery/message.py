@@ -93,6 +93,8 @@ def format_address(name: str | None, address: str) -> str:
 
 
 def _qp(text: str) -> bytes:
+    if "\r" in text:  # every line end becomes CRLF, a bare CR too (as SMTP would make it)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     data = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
     if b"\r" in data:
         data = data.replace(b"\r\n", b"\n")

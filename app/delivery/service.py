@@ -34,7 +34,14 @@ from app.delivery.message import OutgoingMessage, ascii_address, format_address,
 from app.delivery.ratelimit import BUCKETS
 from app.delivery.transport import Envelope, Outcome, get_transport
 from app.models import Campaign, Delivery, Topic, utcnow
-from app.recipients.tokens import TokenKind, make_address_token, make_url_token
+from app.recipients.tokens import (
+    TokenKind,
+    address_spelling,
+    make_address_token,
+    make_url_token,
+    seal,
+    url_spelling,
+)
 
 log = logging.getLogger("listwarden.delivery")
 
@@ -126,8 +133,11 @@ def send_context(session: Session, campaign: Campaign, settings: Settings | None
     return context
 
 
-def recipient_links(ctx_public_url: str, contact_id: int, delivery_id: int | None) -> dict[str, str]:
-    unsubscribe = make_url_token(TokenKind.UNSUBSCRIBE, contact_id, delivery_id)
+def recipient_links(
+    ctx_public_url: str, contact_id: int, delivery_id: int | None, *, unsubscribe: str | None = None
+) -> dict[str, str]:
+    if unsubscribe is None:
+        unsubscribe = make_url_token(TokenKind.UNSUBSCRIBE, contact_id, delivery_id)
     preferences = make_url_token(TokenKind.PREFERENCES, contact_id, delivery_id)
     return {
         "unsubscribe_url": f"{ctx_public_url}/u/{unsubscribe}",
@@ -155,13 +165,15 @@ def build_envelope(
     ctx: SendContext, delivery_id: int, contact_id: int, contact: dict[str, Any], *, subject_prefix: str = ""
 ) -> tuple[Envelope, str]:
     """Render and assemble one campaign message (raises ``TemplateProblem``)."""
-    links = recipient_links(ctx.public_url, contact_id, delivery_id)
+    # One sealed unsubscribe token, spelt for the link and for the mailto address.
+    unsubscribe = seal(TokenKind.UNSUBSCRIBE, contact_id, delivery_id)
+    links = recipient_links(ctx.public_url, contact_id, delivery_id, unsubscribe=url_spelling(unsubscribe))
     compiled = ctx.compiled
     rendered = compiled.render_pieces(template_context(ctx, contact, links))
     email = str(contact["email"])
     bounce = make_address_token(TokenKind.BOUNCE, contact_id, delivery_id)
     reply = make_address_token(TokenKind.REPLY, contact_id, delivery_id)
-    mailto = make_address_token(TokenKind.UNSUBSCRIBE, contact_id, delivery_id)
+    mailto = address_spelling(unsubscribe)
     message = OutgoingMessage(
         mail_from=f"bounce+{bounce}@{ctx.bounce_domain}",
         rcpt_to=ascii_address(email),
@@ -185,6 +197,7 @@ def build_envelope(
         rcpt_to=message.rcpt_to,
         data=message.to_bytes(ctx.signer),
         smtputf8=message.needs_smtputf8,
+        crlf=True,
     ), message.message_id
 
 

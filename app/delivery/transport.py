@@ -51,6 +51,9 @@ class Envelope:
     rcpt_to: str
     data: bytes
     smtputf8: bool = False
+    #: The data has CRLF line ends only (as ``OutgoingMessage.to_bytes`` makes it):
+    #: no need to look for bare CR or LF before dot-stuffing.
+    crlf: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +256,7 @@ class _Connection:
             failed = next((r for r in (mail, rcpt, data) if r.code >= 400), data)
             await client.command("RSET")
             return classify_reply(failed.code, failed.text), None
-        payload = _dot_stuff(env.data)
+        payload = _dot_stuff(env.data, crlf=env.crlf)
         following = queue.take_nowait(self.smtputf8)
         if following is not None:
             following.sent = True
@@ -280,7 +283,7 @@ class _Connection:
         if start.code != 354:
             await client.rset()
             return classify_reply(start.code, start.message)
-        protocol.write(_dot_stuff(env.data))
+        protocol.write(_dot_stuff(env.data, crlf=env.crlf))
         try:
             final = await protocol.read_response(timeout=self.config.timeout)
         except (TimeoutError, SMTPException, OSError) as exc:
@@ -381,11 +384,13 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
 
-def _dot_stuff(data: bytes) -> bytes:
-    """CRLF line endings, dots doubled at line starts, the terminating dot (RFC 5321 4.5.2)."""
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:  # bare CR or LF: normalise
-        data = _BARE_CR.sub(b"\r\n", _BARE_LF.sub(b"\r\n", data))
+def _dot_stuff(data: bytes, *, crlf: bool = False) -> bytes:
+    """CRLF line endings, dots doubled at line starts, the terminating dot (RFC 5321 4.5.2).
+    ``crlf``: the caller knows the line ends are all CRLF already."""
+    if not crlf:
+        count = data.count(b"\r\n")
+        if data.count(b"\n") != count or data.count(b"\r") != count:  # bare CR or LF: normalise
+            data = _BARE_CR.sub(b"\r\n", _BARE_LF.sub(b"\r\n", data))
     data = data.replace(b"\r\n.", b"\r\n..")
     if data.startswith(b"."):
         data = b"." + data

@@ -56,3 +56,34 @@ def test_messages_from_pieces_parse_back(html: list[str], text: list[str]) -> No
 @given(st.binary(max_size=80))
 def test_b32_lower_is_base32(blob: bytes) -> None:
     assert b32_lower(blob) == base64.b32encode(blob).rstrip(b"=").decode().lower()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    subject=st.text(min_size=1, max_size=80),
+    name=st.text(max_size=40),
+    html=st.lists(st.text(max_size=200), max_size=5),
+    text=st.text(max_size=500),
+)
+def test_assembled_messages_have_crlf_line_ends_only(
+    subject: str, name: str, html: list[str], text: str
+) -> None:
+    """What ``to_bytes`` makes is sent with ``Envelope(crlf=True)``: dot-stuffing then
+    skips looking for bare CR and LF, so there must be none."""
+    from app.delivery.transport import _dot_stuff
+
+    data = OutgoingMessage(
+        mail_from="b@example.com",
+        rcpt_to="ann@example.org",
+        from_header=format_address(name or None, "news@example.com"),
+        to_header=format_address(name or None, "ann@example.org"),
+        subject=subject,
+        html="",
+        text=text,
+        html_qp=QpEncoder(html[:1]).encode(html),
+        message_id="<x@example.com>",
+        list_unsubscribe="<https://example.com/u/t>",
+        one_click=True,
+    ).to_bytes()
+    assert data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n")
+    assert _dot_stuff(data, crlf=True) == _dot_stuff(data)
