@@ -44,7 +44,10 @@ _HEADER_LINE = re.compile(rb"\r\n(?![ \t])")
 def relaxed_body(body: bytes) -> bytes:
     if b"\t" in body or b"  " in body:  # most bodies have neither: skip the regex
         body = _WSP.sub(b" ", body)
-    body = body.replace(b" \r\n", b"\r\n")
+    if b" \r\n" in body:
+        body = body.replace(b" \r\n", b"\r\n")
+    if len(body) > 2 and body[-2:] == b"\r\n" and body[-3:-2] not in (b"\r", b"\n"):  # one final CRLF
+        return body
     body = body.rstrip(b"\r\n")
     return body + b"\r\n" if body else b""
 

@@ -161,3 +161,11 @@ def test_relaxed_value_matches_dkimpy() -> None:
     for value in ["a", " a  b\t c ", "=?utf-8?q?a?=\r\n =?utf-8?q?b?=", "x\t", "Büro  <a@b>"]:
         ((_, theirs),) = Relaxed.canonicalize_headers([(b"X", value.encode())])
         assert lwdkim.relaxed_value(value).encode() + b"\r\n" == theirs
+
+
+@given(st.lists(st.sampled_from([b"a", b" ", b"\t", b"\r\n", b"x y", b"  "]), max_size=30))  # CRLF bodies
+def test_relaxed_body_matches_dkimpy(parts: list[bytes]) -> None:
+    from dkim.canonicalization import Relaxed
+
+    body = b"".join(parts)
+    assert lwdkim.relaxed_body(body) == Relaxed.canonicalize_body(body)
