@@ -198,6 +198,62 @@ def _literal_text(env: Environment, source: str) -> set[str]:
     return {node.data for node in env.parse(source).find_all(nodes.TemplateData)}
 
 
+class RenderCache:
+    """A template's output per distinct values of the variables it uses.
+
+    Campaign templates see only the allowed variables (checked when compiled) and no
+    callable globals, so their output is a function of those values: recipients who share
+    them (a first name in a subject, a city) share one rendering. The cache gives up on a
+    template whose values rarely repeat (a full name, a link), and stops growing at a bound."""
+
+    __slots__ = ("enabled", "entries", "hits", "lookups", "names")
+
+    LIMIT = 2048
+    TRIAL = 512
+    MIN_HITS = 64
+
+    def __init__(self, names: tuple[str, ...] | None) -> None:
+        self.names = names
+        self.enabled = names is not None
+        self.entries: dict[tuple[Any, ...], Any] = {}
+        self.lookups = 0
+        self.hits = 0
+
+    def key(self, context: dict[str, Any]) -> tuple[Any, ...] | None:
+        if not self.enabled or self.names is None:
+            return None
+        key = tuple([context.get(name) for name in self.names])
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+
+    def get(self, key: tuple[Any, ...] | None) -> Any:
+        if key is None:
+            return None
+        self.lookups += 1
+        found = self.entries.get(key)
+        if found is not None:
+            self.hits += 1
+        elif self.lookups >= self.TRIAL and self.hits < self.MIN_HITS:  # values do not repeat
+            self.enabled = False
+            self.entries.clear()
+        return found
+
+    def put(self, key: tuple[Any, ...] | None, value: Any) -> None:
+        if key is not None and self.enabled and len(self.entries) < self.LIMIT:
+            self.entries[key] = value
+
+
+def _variables(env: Environment, source: str) -> tuple[str, ...] | None:
+    """The variables a template uses, or None when one of them cannot key a cache."""
+    names = meta.find_undeclared_variables(env.parse(source))
+    if "attributes" in names:  # a dict
+        return None
+    return tuple(sorted(names))
+
+
 @dataclass(frozen=True, slots=True)
 class RenderedPieces:
     """One rendered message with its bodies as pieces (see ``QpEncoder``)."""
@@ -216,6 +272,10 @@ class CompiledCampaign:
     #: Quoted-printable encoders that remember the encoding of the literal pieces.
     html_qp: QpEncoder = dataclass_field(default_factory=lambda: QpEncoder(()))
     text_qp: QpEncoder = dataclass_field(default_factory=lambda: QpEncoder(()))
+    #: Output per distinct values of the variables each template uses.
+    subject_cache: RenderCache = dataclass_field(default_factory=lambda: RenderCache(None))
+    html_cache: RenderCache = dataclass_field(default_factory=lambda: RenderCache(None))
+    text_cache: RenderCache = dataclass_field(default_factory=lambda: RenderCache(None))
 
     def render(self, context: dict[str, Any]) -> Rendered:
         """Render one message. Raises ``TemplateProblem`` for sandbox or data errors."""
@@ -224,12 +284,25 @@ class CompiledCampaign:
 
     def render_pieces(self, context: dict[str, Any]) -> RenderedPieces:
         """Render one message, bodies as pieces. Raises ``TemplateProblem``."""
+        subject_key = self.subject_cache.key(context)
+        html_key = self.html_cache.key(context)
+        text_key = self.text_cache.key(context)
+        subject: str | None = self.subject_cache.get(subject_key)
+        body_html: list[str] | None = self.html_cache.get(html_key)
+        body_text: list[str] | None = self.text_cache.get(text_key)
         try:
-            # One context for the three templates (Template.render would copy it three times).
-            shared = {**_HTML_ENV.globals, **context}
-            subject = clean_header(_render(self.subject, shared))
-            body_html = _pieces(self.html, shared)
-            body_text = _pieces(self.text, shared)
+            if subject is None or body_html is None or body_text is None:
+                # One context for the three templates (Template.render would copy it three times).
+                shared = {**_HTML_ENV.globals, **context}
+                if subject is None:
+                    subject = clean_header(_render(self.subject, shared))
+                    self.subject_cache.put(subject_key, subject)
+                if body_html is None:
+                    body_html = _pieces(self.html, shared)
+                    self.html_cache.put(html_key, body_html)
+                if body_text is None:
+                    body_text = _pieces(self.text, shared)
+                    self.text_cache.put(text_key, body_text)
         except SecurityError as exc:
             raise TemplateProblem(f"refused by the template sandbox: {exc}", field="html") from exc
         except (TemplateError, UndefinedError, TypeError, ValueError, ArithmeticError) as exc:
@@ -284,6 +357,9 @@ def compile_campaign(
         layout=layout,
         html_qp=QpEncoder(_literal_text(_HTML_ENV, html_source) | set(layout.html_parts[::2])),
         text_qp=QpEncoder(_literal_text(_PLAIN_ENV, text_source or "") | set(layout.text_parts[::2])),
+        subject_cache=RenderCache(_variables(_PLAIN_ENV, subject)),
+        html_cache=RenderCache(_variables(_HTML_ENV, html_source)),
+        text_cache=RenderCache(_variables(_PLAIN_ENV, text_source or "")),
     )
     compiled.render(sample_context())  # a trial render catches sandbox violations at save time
     return compiled
