@@ -213,12 +213,15 @@ def counts(session: Session, campaign_id: int) -> dict[str, int]:
     return {status: int(n) for status, n in rows}
 
 
-def open_ranges(session: Session, campaign_id: int, slice_size: int) -> list[tuple[int, int]]:
-    """Id ranges of slices that still hold open rows (pending, claimed or deferred)."""
+def open_ranges(
+    session: Session, campaign_id: int, slice_size: int, *, after: int = 0
+) -> list[tuple[int, int]]:
+    """Id ranges of slices that still hold due rows (pending or deferred), among the rows
+    with ids above ``after``."""
     bucket = (_d.c.id - 1) // slice_size
     rows = session.execute(
         select(bucket.label("b"), func.min(_d.c.id), func.max(_d.c.id))
-        .where(_d.c.campaign_id == campaign_id, _d.c.status.in_(DUE_STATUSES))
+        .where(_d.c.campaign_id == campaign_id, _d.c.status.in_(DUE_STATUSES), _d.c.id > after)
         .group_by(text("b"))
         .order_by(text("b"))
     ).all()

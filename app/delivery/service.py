@@ -74,6 +74,7 @@ class SendContext:
 
 _contexts: dict[tuple[int, str], SendContext] = {}
 _contexts_lock = threading.Lock()
+_compile_lock = threading.Lock()
 
 
 def send_context(session: Session, campaign: Campaign, settings: Settings | None = None) -> SendContext:
@@ -84,6 +85,18 @@ def send_context(session: Session, campaign: Campaign, settings: Settings | None
         cached = _contexts.get(key)
     if cached is not None:
         return cached
+    with _compile_lock:  # one thread compiles; the others wait for it rather than repeat it
+        with _contexts_lock:
+            cached = _contexts.get(key)
+        if cached is not None:
+            return cached
+        return _new_send_context(session, campaign, settings, key)
+
+
+def _new_send_context(
+    session: Session, campaign: Campaign, settings: Settings, key: tuple[int, str]
+) -> SendContext:
+    assert campaign.id is not None
     topic = (
         session.exec(sqlmodel_select(Topic).where(col(Topic.slug) == campaign.topic)).first()
         if campaign.topic
