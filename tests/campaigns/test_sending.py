@@ -283,9 +283,9 @@ def test_slices_are_enqueued_chunk_by_chunk_each_row_once(
     feeder()
     assert len(chunks) >= 3 and chunks[1] > 0  # slices went out before the last chunk
     with Session(session.get_bind()) as s:
-        from app.models import Delivery
-
         from sqlmodel import select
+
+        from app.models import Delivery
 
         ids = sorted(d.id for d in s.exec(select(Delivery).where(Delivery.campaign_id == cid)))
     covered = sorted(i for _cid, lo, hi in sent for i in ids if lo <= i <= hi)
