@@ -214,6 +214,8 @@ class _Connection:
         """Send one message and settle its future. On a pipelining relay the next waiting
         message's MAIL, RCPT and DATA go out right behind this one's final dot (RFC 2920)
         and that message is returned: the caller must send it next, with ``job.sent``."""
+        if job.sent and not self.connected:  # its commands went out on a connection now gone
+            job.sent = False
         try:
             await self.ensure()
         except (TimeoutError, SMTPException, SmtpProtocolError, OSError) as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -78,6 +79,12 @@ class Scripted:
                         self.count += 1
                         answer = self.final.get(self.count, "250 2.0.0 queued")
                         if answer == "drop":
+                            writer.close()
+                            return
+                        if answer == "accept-and-close":  # 250, then hang up on what follows
+                            self.delivered.append(rcpt)
+                            writer.write(b"250 2.0.0 queued\r\n")
+                            await writer.drain()
                             writer.close()
                             return
                         if answer.startswith("250"):
@@ -203,3 +210,23 @@ def test_connection_lost_after_a_dot(scripted) -> None:  # type: ignore[no-untyp
         "person4@example.org",
         "person5@example.org",
     ]
+
+
+def test_server_hangs_up_after_accepting(scripted) -> None:  # type: ignore[no-untyped-def]
+    """The server accepts a message and closes: that one is sent; the one pipelined behind
+    its dot never reached DATA and is deferred (not lost, not waiting for a timeout)."""
+    make, _loop = scripted
+    server = make(pipelining=True, final={2: "accept-and-close"})
+    transport = _transport(server.port)
+    try:
+        started = time.monotonic()
+        outcomes = transport.send_batch(_envelopes(4))
+        elapsed = time.monotonic() - started
+    finally:
+        transport.close()
+    statuses = [o.status for o in outcomes]
+    assert statuses[:2] == ["sent", "sent"]
+    assert statuses[2] == "deferred"
+    assert statuses[3] == "sent"
+    assert elapsed < 4  # well under the 5 s reply timeout
+    assert server.delivered == ["person0@example.org", "person1@example.org", "person3@example.org"]
