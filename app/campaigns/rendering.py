@@ -22,9 +22,9 @@ from typing import Any
 import html2text
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
+from app.campaigns.sandbox import MAX_SIZE, RenderTimeout, TemplateSandbox, time_budget
 from app.config import TEMPLATES_DIR
 from app.delivery.message import QpEncoder
 from app.delivery.repository import CONTACT_COLUMNS
@@ -62,9 +62,8 @@ class TemplateProblem(ValidationProblem):
     """A campaign template that cannot be used; ``field`` names subject, html or text."""
 
 
-def _sandbox(*, autoescape: bool) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(autoescape=autoescape, trim_blocks=False, keep_trailing_newline=False)
-    return env
+def _sandbox(*, autoescape: bool) -> TemplateSandbox:
+    return TemplateSandbox(autoescape=autoescape, trim_blocks=False, keep_trailing_newline=False)
 
 
 _HTML_ENV = _sandbox(autoescape=True)
@@ -150,7 +149,9 @@ def _compile(env: Environment, source: str, field: str) -> Template:
         )
     try:
         return env.from_string(source)
-    except TemplateError as exc:  # pragma: no cover - parse succeeded, compile rarely fails
+    except SecurityError as exc:  # a limit met while folding constants
+        raise TemplateProblem(f"{field}: refused by the template sandbox: {exc}", field=field) from exc
+    except (TemplateError, ValueError, ArithmeticError, MemoryError) as exc:
         raise TemplateProblem(f"{field}: {exc}", field=field) from exc
 
 
@@ -189,8 +190,15 @@ def _render(template: Template, shared: dict[str, Any]) -> str:
 
 def _pieces(template: Template, shared: dict[str, Any]) -> list[str]:
     """The rendered template as the pieces the compiled template yields (its literal text
-    and each value), not joined."""
-    return list(template.root_render_func(template.new_context(shared, shared=True)))
+    and each value), not joined; stopping once too large, like the sandbox's ``concat``."""
+    out: list[str] = []
+    size = 0
+    for piece in template.root_render_func(template.new_context(shared, shared=True)):
+        size += len(piece)
+        if size > MAX_SIZE:
+            raise SecurityError("the rendered text is too large (templates are limited in size and time)")
+        out.append(piece)
+    return out
 
 
 def _literal_text(env: Environment, source: str) -> set[str]:
@@ -294,15 +302,18 @@ class CompiledCampaign:
             if subject is None or body_html is None or body_text is None:
                 # One context for the three templates (Template.render would copy it three times).
                 shared = {**_HTML_ENV.globals, **context}
-                if subject is None:
-                    subject = clean_header(_render(self.subject, shared))
-                    self.subject_cache.put(subject_key, subject)
-                if body_html is None:
-                    body_html = _pieces(self.html, shared)
-                    self.html_cache.put(html_key, body_html)
-                if body_text is None:
-                    body_text = _pieces(self.text, shared)
-                    self.text_cache.put(text_key, body_text)
+                with time_budget():
+                    if subject is None:
+                        subject = clean_header(_render(self.subject, shared))
+                        self.subject_cache.put(subject_key, subject)
+                    if body_html is None:
+                        body_html = _pieces(self.html, shared)
+                        self.html_cache.put(html_key, body_html)
+                    if body_text is None:
+                        body_text = _pieces(self.text, shared)
+                        self.text_cache.put(text_key, body_text)
+        except RenderTimeout as exc:
+            raise TemplateProblem("the template takes too long to render", field="html") from exc
         except SecurityError as exc:
             raise TemplateProblem(f"refused by the template sandbox: {exc}", field="html") from exc
         except (TemplateError, UndefinedError, TypeError, ValueError, ArithmeticError) as exc:
