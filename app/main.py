@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     from app.recipients.endpoints import router as recipients_router
     from app.suppression.endpoints import router as suppression_router
     from app.topics.endpoints import router as topics_router
+    from app.web.data_requests import router as web_requests_router
     from app.web.endpoints import router as web_router
     from app.web.imports import router as web_imports_router
 
@@ -135,6 +136,7 @@ def create_app(settings: Settings | None = None, *, start_workers: bool = True) 
     app.include_router(imports_router)
     app.include_router(web_router)
     app.include_router(web_imports_router)
+    app.include_router(web_requests_router)
     load_forms(settings)  # a forms file with problems stops the start, saying what is wrong
     app.include_router(forms_router)
 

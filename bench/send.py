@@ -67,6 +67,13 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its reaped children), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -184,6 +191,7 @@ def main() -> None:
             campaign = campaigns.create(session, CampaignIn(**_CAMPAIGN), Actor.system())
             campaign_id = campaign.id
         assert campaign_id is not None
+        cpu_before = [cpu_seconds(w.pid) for w in workers]
         start = time.perf_counter()
         with session_scope() as session:
             campaigns.send(session, campaigns.get(session, campaign_id), Actor.system())
@@ -197,6 +205,7 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         ours = counts.get("sent", 0) / elapsed
         memory = [peak_rss_mb(w.pid) for w in workers]
+        cpu = sum(cpu_seconds(w.pid) - before for w, before in zip(workers, cpu_before, strict=True))
         ref_rates += [reference() for _ in range(args.reference_runs // 2)]
         ref = statistics.median(ref_rates)
 
@@ -208,6 +217,8 @@ def main() -> None:
         shape = f"{args.workers} workers x {args.threads} threads, {elapsed:.1f} s"
         print(f"listwarden            {ours:,.0f} msg/s ({shape})")
         print(f"ratio                 {ours / ref:.3f}")
+        sent = max(1, counts.get("sent", 0))
+        print(f"worker CPU per msg    {cpu / sent * 1e6:,.0f} µs ({cpu:.1f} CPU s in all workers)")
         print(f"peak worker memory    {', '.join(f'{m:.0f} MB' for m in memory)}")
     finally:
         for proc in procs:

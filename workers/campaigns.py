@@ -9,12 +9,14 @@ from workers.broker import broker  # noqa: F401  (sets the broker before actors 
 
 @dramatiq.actor(queue_name="campaigns", max_retries=20, time_limit=6 * 3600 * 1000)
 def build_campaign(campaign_id: int) -> None:
-    """Write the delivery ledger for the audience, then enqueue its slices."""
+    """Write the delivery ledger for the audience, enqueueing its slices chunk by chunk
+    (sending starts while the rest is written)."""
     from app.campaigns import dispatch
     from app.campaigns.service import build_audience
 
-    build_audience(campaign_id)
-    dispatch.enqueue_slices(campaign_id)
+    feeder = dispatch.SliceFeeder(campaign_id)
+    build_audience(campaign_id, on_chunk=feeder)
+    feeder()  # the last rows, and all of them when the ledger had been built before
 
 
 @dramatiq.actor(queue_name="sending", max_retries=20, time_limit=6 * 3600 * 1000)

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from html import escape as html_escape
 from typing import Any
 
 import html2text
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
+from app.campaigns.sandbox import MAX_SIZE, RenderTimeout, TemplateSandbox, time_budget
 from app.config import TEMPLATES_DIR
+from app.delivery.message import QpEncoder
 from app.delivery.repository import CONTACT_COLUMNS
 from app.errors import ValidationProblem
 
@@ -60,9 +62,8 @@ class TemplateProblem(ValidationProblem):
     """A campaign template that cannot be used; ``field`` names subject, html or text."""
 
 
-def _sandbox(*, autoescape: bool) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(autoescape=autoescape, trim_blocks=False, keep_trailing_newline=False)
-    return env
+def _sandbox(*, autoescape: bool) -> TemplateSandbox:
+    return TemplateSandbox(autoescape=autoescape, trim_blocks=False, keep_trailing_newline=False)
 
 
 _HTML_ENV = _sandbox(autoescape=True)
@@ -109,6 +110,19 @@ class Layout:
         # re.split with one group: even indexes are literal text, odd ones are slot names.
         return "".join(part if i % 2 == 0 else values[part] for i, part in enumerate(parts))
 
+    @staticmethod
+    def fill_pieces(parts: tuple[str, ...], values: dict[str, str], body: list[str]) -> list[str]:
+        """Like :meth:`fill`, as a list of pieces; the body slot gets the body's pieces."""
+        out: list[str] = []
+        for i, part in enumerate(parts):
+            if i % 2 == 0:
+                out.append(part)
+            elif part == "body":
+                out.extend(body)
+            else:
+                out.append(values[part])
+        return out
+
 
 def _compile(env: Environment, source: str, field: str) -> Template:
     try:
@@ -135,7 +149,9 @@ def _compile(env: Environment, source: str, field: str) -> Template:
         )
     try:
         return env.from_string(source)
-    except TemplateError as exc:  # pragma: no cover - parse succeeded, compile rarely fails
+    except SecurityError as exc:  # a limit met while folding constants
+        raise TemplateProblem(f"{field}: refused by the template sandbox: {exc}", field=field) from exc
+    except (TemplateError, ValueError, ArithmeticError, MemoryError) as exc:
         raise TemplateProblem(f"{field}: {exc}", field=field) from exc
 
 
@@ -172,48 +188,155 @@ def _render(template: Template, shared: dict[str, Any]) -> str:
     return template.environment.concat(template.root_render_func(template.new_context(shared, shared=True)))
 
 
+def _pieces(template: Template, shared: dict[str, Any]) -> list[str]:
+    """The rendered template as the pieces the compiled template yields (its literal text
+    and each value), not joined; stopping once too large, like the sandbox's ``concat``."""
+    out: list[str] = []
+    size = 0
+    for piece in template.root_render_func(template.new_context(shared, shared=True)):
+        size += len(piece)
+        if size > MAX_SIZE:
+            raise SecurityError("the rendered text is too large (templates are limited in size and time)")
+        out.append(piece)
+    return out
+
+
+def _literal_text(env: Environment, source: str) -> set[str]:
+    """The literal text pieces of a template (what its compiled code yields as constants)."""
+    return {node.data for node in env.parse(source).find_all(nodes.TemplateData)}
+
+
+class RenderCache:
+    """A template's output per distinct values of the variables it uses.
+
+    Campaign templates see only the allowed variables (checked when compiled) and no
+    callable globals, so their output is a function of those values: recipients who share
+    them (a first name in a subject, a city) share one rendering. The cache gives up on a
+    template whose values rarely repeat (a full name, a link), and stops growing at a bound."""
+
+    __slots__ = ("enabled", "entries", "hits", "lookups", "names")
+
+    LIMIT = 2048
+    TRIAL = 512
+    MIN_HITS = 64
+
+    def __init__(self, names: tuple[str, ...] | None) -> None:
+        self.names = names
+        self.enabled = names is not None
+        self.entries: dict[tuple[Any, ...], Any] = {}
+        self.lookups = 0
+        self.hits = 0
+
+    def key(self, context: dict[str, Any]) -> tuple[Any, ...] | None:
+        if not self.enabled or self.names is None:
+            return None
+        key = tuple([context.get(name) for name in self.names])
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
+
+    def get(self, key: tuple[Any, ...] | None) -> Any:
+        if key is None:
+            return None
+        self.lookups += 1
+        found = self.entries.get(key)
+        if found is not None:
+            self.hits += 1
+        elif self.lookups >= self.TRIAL and self.hits < self.MIN_HITS:  # values do not repeat
+            self.enabled = False
+            self.entries.clear()
+        return found
+
+    def put(self, key: tuple[Any, ...] | None, value: Any) -> None:
+        if key is not None and self.enabled and len(self.entries) < self.LIMIT:
+            self.entries[key] = value
+
+
+def _variables(env: Environment, source: str) -> tuple[str, ...] | None:
+    """The variables a template uses, or None when one of them cannot key a cache."""
+    names = meta.find_undeclared_variables(env.parse(source))
+    if "attributes" in names:  # a dict
+        return None
+    return tuple(sorted(names))
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPieces:
+    """One rendered message with its bodies as pieces (see ``QpEncoder``)."""
+
+    subject: str
+    html: list[str]
+    text: list[str]
+
+
 @dataclass(frozen=True, slots=True)
 class CompiledCampaign:
     subject: Template
     html: Template
     text: Template
     layout: Layout
+    #: Quoted-printable encoders that remember the encoding of the literal pieces.
+    html_qp: QpEncoder = dataclass_field(default_factory=lambda: QpEncoder(()))
+    text_qp: QpEncoder = dataclass_field(default_factory=lambda: QpEncoder(()))
+    #: Output per distinct values of the variables each template uses.
+    subject_cache: RenderCache = dataclass_field(default_factory=lambda: RenderCache(None))
+    html_cache: RenderCache = dataclass_field(default_factory=lambda: RenderCache(None))
+    text_cache: RenderCache = dataclass_field(default_factory=lambda: RenderCache(None))
 
     def render(self, context: dict[str, Any]) -> Rendered:
         """Render one message. Raises ``TemplateProblem`` for sandbox or data errors."""
+        pieces = self.render_pieces(context)
+        return Rendered(subject=pieces.subject, html="".join(pieces.html), text="".join(pieces.text))
+
+    def render_pieces(self, context: dict[str, Any]) -> RenderedPieces:
+        """Render one message, bodies as pieces. Raises ``TemplateProblem``."""
+        subject_key = self.subject_cache.key(context)
+        html_key = self.html_cache.key(context)
+        text_key = self.text_cache.key(context)
+        subject: str | None = self.subject_cache.get(subject_key)
+        body_html: list[str] | None = self.html_cache.get(html_key)
+        body_text: list[str] | None = self.text_cache.get(text_key)
         try:
-            # One context for the three templates (Template.render would copy it three times).
-            shared = {**_HTML_ENV.globals, **context}
-            subject = clean_header(_render(self.subject, shared))
-            body_html = _render(self.html, shared)
-            body_text = _render(self.text, shared)
+            if subject is None or body_html is None or body_text is None:
+                # One context for the three templates (Template.render would copy it three times).
+                shared = {**_HTML_ENV.globals, **context}
+                with time_budget():
+                    if subject is None:
+                        subject = clean_header(_render(self.subject, shared))
+                        self.subject_cache.put(subject_key, subject)
+                    if body_html is None:
+                        body_html = _pieces(self.html, shared)
+                        self.html_cache.put(html_key, body_html)
+                    if body_text is None:
+                        body_text = _pieces(self.text, shared)
+                        self.text_cache.put(text_key, body_text)
+        except RenderTimeout as exc:
+            raise TemplateProblem("the template takes too long to render", field="html") from exc
         except SecurityError as exc:
             raise TemplateProblem(f"refused by the template sandbox: {exc}", field="html") from exc
         except (TemplateError, UndefinedError, TypeError, ValueError, ArithmeticError) as exc:
             raise TemplateProblem(f"template error: {exc}", field="html") from exc
-        if len(body_html) > MAX_OUTPUT or len(body_text) > MAX_OUTPUT:
+        if sum(map(len, body_html)) > MAX_OUTPUT or sum(map(len, body_text)) > MAX_OUTPUT:
             raise TemplateProblem("the rendered message is too large", field="html")
         unsubscribe_url = str(context.get("unsubscribe_url", ""))
         preferences_url = str(context.get("preferences_url", ""))
-        html = Layout.fill(
+        html = Layout.fill_pieces(
             self.layout.html_parts,
             {
                 "subject": html_escape(subject),
-                "body": body_html,
                 "unsubscribe_url": html_escape(unsubscribe_url),
                 "preferences_url": html_escape(preferences_url),
             },
+            body_html,
         )
-        text = Layout.fill(
+        text = Layout.fill_pieces(
             self.layout.text_parts,
-            {
-                "subject": subject,
-                "body": body_text,
-                "unsubscribe_url": unsubscribe_url,
-                "preferences_url": preferences_url,
-            },
+            {"subject": subject, "unsubscribe_url": unsubscribe_url, "preferences_url": preferences_url},
+            body_text,
         )
-        return Rendered(subject=subject, html=html, text=text)
+        return RenderedPieces(subject=subject, html=html, text=text)
 
 
 def compile_campaign(
@@ -234,13 +357,20 @@ def compile_campaign(
     if not html.strip() and not (text or "").strip():
         raise TemplateProblem("html: an HTML or a text body is required", field="html")
     text_source = text if (text or "").strip() else html_to_text(html)
+    html_source = html or "<pre>{{ '' }}</pre>"
+    layout = Layout.build(
+        footer=footer, sender_name=sender_name, topic_name=topic_name, postal_address=postal_address
+    )
     compiled = CompiledCampaign(
         subject=_compile(_PLAIN_ENV, subject, "subject"),
-        html=_compile(_HTML_ENV, html or "<pre>{{ '' }}</pre>", "html"),
+        html=_compile(_HTML_ENV, html_source, "html"),
         text=_compile(_PLAIN_ENV, text_source or "", "text"),
-        layout=Layout.build(
-            footer=footer, sender_name=sender_name, topic_name=topic_name, postal_address=postal_address
-        ),
+        layout=layout,
+        html_qp=QpEncoder(_literal_text(_HTML_ENV, html_source) | set(layout.html_parts[::2])),
+        text_qp=QpEncoder(_literal_text(_PLAIN_ENV, text_source or "") | set(layout.text_parts[::2])),
+        subject_cache=RenderCache(_variables(_PLAIN_ENV, subject)),
+        html_cache=RenderCache(_variables(_HTML_ENV, html_source)),
+        text_cache=RenderCache(_variables(_PLAIN_ENV, text_source or "")),
     )
     compiled.render(sample_context())  # a trial render catches sandbox violations at save time
     return compiled

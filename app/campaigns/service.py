@@ -9,6 +9,7 @@ transaction that changed the status has committed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +32,7 @@ from app.suppression.hashing import IdentifierKind, keyed_hash
 from app.topics.service import require_topic
 
 EDITABLE = ("draft", "scheduled")
-AUDIENCE_CHUNK = 20_000
+AUDIENCE_CHUNK = 5_000
 
 
 # --------------------------------------------------------------------------- compose
@@ -147,10 +148,14 @@ def audience_clause(audience: Audience) -> ColumnElement[bool]:
     return and_(*clauses)
 
 
-def build_audience(campaign_id: int, *, settings: Settings | None = None) -> int:
+def build_audience(
+    campaign_id: int, *, settings: Settings | None = None, on_chunk: Callable[[], object] | None = None
+) -> int:
     """Write the delivery ledger: one ``pending`` row per contact of the audience that
     passes the gate now (it is checked again at send time). Chunked by contact id,
     idempotent (a row per campaign and contact at most), so a retry just continues.
+    ``on_chunk`` runs after each chunk has committed (the actor enqueues the new slices
+    there, so sending starts while the rest of the ledger is written).
     Returns the size of the ledger."""
     settings = settings or get_settings()
     with session_scope(settings) as session:
@@ -191,6 +196,8 @@ def build_audience(campaign_id: int, *, settings: Settings | None = None) -> int
                 else:  # pragma: no cover
                     stmt = insert(Delivery).from_select(target, chosen)
                 session.execute(stmt)
+            if on_chunk is not None:
+                on_chunk()
             start = end + 1
     with session_scope(settings) as session:
         session.execute(

@@ -13,7 +13,9 @@ import base64
 import hashlib
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -42,7 +44,10 @@ _HEADER_LINE = re.compile(rb"\r\n(?![ \t])")
 def relaxed_body(body: bytes) -> bytes:
     if b"\t" in body or b"  " in body:  # most bodies have neither: skip the regex
         body = _WSP.sub(b" ", body)
-    body = body.replace(b" \r\n", b"\r\n")
+    if b" \r\n" in body:
+        body = body.replace(b" \r\n", b"\r\n")
+    if len(body) > 2 and body[-2:] == b"\r\n" and body[-3:-2] not in (b"\r", b"\n"):  # one final CRLF
+        return body
     body = body.rstrip(b"\r\n")
     return body + b"\r\n" if body else b""
 
@@ -52,11 +57,23 @@ def relaxed_header(name: bytes, value: bytes) -> bytes:
     return name.strip().lower() + b":" + value + b"\r\n"
 
 
+def relaxed_value(value: str) -> str:
+    """A header value (as it follows ``Name: ``) in relaxed canonical form (RFC 6376
+    3.4.2): folds removed, runs of spaces and tabs made one space, trimmed."""
+    if "\r" in value or "\t" in value or "  " in value or value[:1] == " " or value[-1:] == " ":
+        return _WSP.sub(b" ", _FOLD.sub(b"", value.encode("utf-8"))).strip(b" ").decode("utf-8")
+    return value
+
+
 @dataclass(frozen=True)
 class DkimSigner:
     selector: str
     domain: str
     key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+    _rsa: bool = dataclass_field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_rsa", isinstance(self.key, rsa.RSAPrivateKey))
 
     @classmethod
     def from_file(cls, path: str | Path, *, selector: str, domain: str) -> DkimSigner:
@@ -103,3 +120,33 @@ class DkimSigner:
         b64 = base64.b64encode(signature).decode()
         folded = "\r\n ".join(b64[i : i + 72] for i in range(0, len(b64), 72))
         return f"DKIM-Signature: {tags}{folded}\r\n".encode() + message
+
+    def signature_header(
+        self, fields: Sequence[tuple[str, str]], body: bytes, *, timestamp: int | None = None
+    ) -> bytes:
+        """The ``DKIM-Signature`` header line (with its CRLF) for a message assembled from
+        these header fields (name, value as written after ``Name: ``) and this body. The
+        same signature as :meth:`sign` over the assembled message, without parsing it."""
+        last: dict[str, tuple[str, str]] = {}
+        for name, value in fields:  # the last instance of a header is the one signed
+            last[name.lower()] = (name, value)
+        present = [(wanted, last[wanted][1]) for wanted in SIGNED_HEADERS if wanted in last]
+        body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest()).decode()
+        tags = (
+            f"v=1; a={'rsa-sha256' if self._rsa else 'ed25519-sha256'}; c=relaxed/relaxed;"
+            f" d={self.domain}; s={self.selector};"
+            f" t={timestamp if timestamp is not None else int(time.time())};\r\n"
+            f" h={':'.join(name for name, _ in present)};\r\n bh={body_hash};\r\n b="
+        )
+        canonical = "".join([f"{name}:{relaxed_value(value)}\r\n" for name, value in present])
+        canonical += "dkim-signature:" + relaxed_value(tags)
+        digest = hashlib.sha256(canonical.encode("utf-8")).digest()
+        if self._rsa:
+            assert isinstance(self.key, rsa.RSAPrivateKey)
+            signature = self.key.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+        else:
+            assert isinstance(self.key, ed25519.Ed25519PrivateKey)
+            signature = self.key.sign(digest)
+        b64 = base64.b64encode(signature).decode()
+        folded = "\r\n ".join([b64[i : i + 72] for i in range(0, len(b64), 72)])
+        return f"DKIM-Signature: {tags}{folded}\r\n".encode()

@@ -13,9 +13,15 @@ import itertools
 import os
 import re
 import secrets
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import formataddr, formatdate
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.delivery.dkim import DkimSigner
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
@@ -28,6 +34,24 @@ _BOUNDARY_COUNTER = itertools.count()
 def unique_token() -> str:
     """Unique within this process and, by its random prefix, across processes."""
     return f"{_BOUNDARY_PREFIX}{next(_BOUNDARY_COUNTER):x}"
+
+
+#: The MIME boundary of every message of this process. It need not differ between
+#: messages: it only must not occur in the parts, and quoted-printable text never contains
+#: ``=_`` (a literal ``=`` is always encoded as ``=3D``; a soft break is ``=`` + CRLF).
+BOUNDARY = _BOUNDARY_PREFIX + "b"
+
+_date_cache: tuple[int, str] = (0, "")
+
+
+def message_date() -> str:
+    """The Date header value, formatted once per second."""
+    global _date_cache
+    now = int(time.time())
+    cached = _date_cache
+    if cached[0] != now:
+        cached = _date_cache = (now, formatdate(now, usegmt=True))
+    return cached[1]
 
 
 class HeaderInjection(ValueError):
@@ -69,8 +93,71 @@ def format_address(name: str | None, address: str) -> str:
 
 
 def _qp(text: str) -> bytes:
+    if "\r" in text:  # every line end becomes CRLF, a bare CR too (as SMTP would make it)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     data = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    return data.replace(b"\n", b"\r\n")
+
+
+#: A piece that quoted-printable leaves as it is: printable ASCII but ``=``, short enough
+#: to share a line with the soft line break that follows it.
+_QP_PLAIN = re.compile(r"[\x20-\x3c\x3e-\x7e]{0,75}")
+_QP_MAX_LINE = 76
+
+
+def _qp_piece(text: str) -> bytes:
+    """Quoted-printable for one piece of a body that is followed by a soft line break: its
+    last line leaves room for the ``=``."""
+    if _QP_PLAIN.fullmatch(text):
+        return text.encode("ascii")
+    data = _qp(text)
+    start = data.rfind(b"\n") + 1
+    if len(data) - start >= _QP_MAX_LINE:  # break the last line so that "=" still fits
+        cut = start + _QP_MAX_LINE - 4
+        while data[cut - 1 : cut] == b"=" or data[cut - 2 : cut - 1] == b"=":  # not inside "=XX"
+            cut -= 1
+        data = data[:cut] + b"=\r\n" + data[cut:]
+    return data
+
+
+_QP_CACHE_VALUES = 4096
+
+
+class QpEncoder:
+    """Quoted-printable for a body rendered as pieces (template text and values).
+
+    Pieces are encoded one by one and joined by soft line breaks (``=`` CRLF, which a
+    decoder removes), so the encoding of the pieces that are the same in every message
+    (``static``: the template's literal text and the layout) is computed once and kept.
+    Decoding the result gives the concatenation of the pieces."""
+
+    __slots__ = ("cache", "static")
+
+    def __init__(self, static: Iterable[str]) -> None:
+        self.static = frozenset(static)
+        self.cache: dict[str, bytes] = {}
+
+    def encode(self, pieces: Iterable[str]) -> bytes:
+        cache, static = self.cache, self.static
+        out: list[bytes] = []
+        for piece in pieces:
+            if not piece:
+                continue
+            encoded = cache.get(piece)
+            if encoded is None:
+                encoded = _qp_piece(piece)
+                # literal text always; short values too (``you``, a city) while there is room
+                if piece in static or (len(piece) <= 40 and len(cache) < _QP_CACHE_VALUES):
+                    cache[piece] = encoded
+            out.append(encoded)
+        if not out:
+            return b""
+        last = out[-1]
+        if last[-1:] in (b" ", b"\t"):  # trailing white space at the end of the part
+            out[-1] = last + b"="
+        return b"=\r\n".join(out)
 
 
 @dataclass(slots=True)
@@ -85,61 +172,69 @@ class OutgoingMessage:
     html: str
     text: str
     message_id: str
-    date: str = field(default_factory=lambda: formatdate(usegmt=True))
+    date: str = field(default_factory=message_date)
     reply_to: str | None = None
     list_unsubscribe: str | None = None
     one_click: bool = False
     list_id: str | None = None
     feedback_id: str | None = None
     extra_headers: tuple[tuple[str, str], ...] = ()
+    #: Already quoted-printable encoded bodies (``QpEncoder``); they win over text/html.
+    text_qp: bytes | None = None
+    html_qp: bytes | None = None
 
     @property
     def needs_smtputf8(self) -> bool:
         return not (self.rcpt_to.isascii() and self.mail_from.isascii() and self.to_header.isascii())
 
-    def header_lines(self) -> list[str]:
-        lines = [
-            f"From: {self.from_header}",
-            f"To: {self.to_header}",
-            f"Subject: {encode_text_header(self.subject)}",
-            f"Date: {self.date}",
-            f"Message-ID: {self.message_id}",
+    def header_fields(self) -> list[tuple[str, str]]:
+        """(name, value) of every header but Content-Type, in order; values are one line
+        (an encoded Subject may be folded)."""
+        fields = [
+            ("From", self.from_header),
+            ("To", self.to_header),
+            ("Subject", encode_text_header(self.subject)),
+            ("Date", self.date),
+            ("Message-ID", self.message_id),
         ]
         if self.reply_to:
-            lines.append(f"Reply-To: {self.reply_to}")
+            fields.append(("Reply-To", self.reply_to))
         if self.list_unsubscribe:
-            lines.append(f"List-Unsubscribe: {header_value(self.list_unsubscribe)}")
+            fields.append(("List-Unsubscribe", header_value(self.list_unsubscribe)))
             if self.one_click:
-                lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+                fields.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         if self.list_id:
-            lines.append(f"List-Id: {header_value(self.list_id)}")
+            fields.append(("List-Id", header_value(self.list_id)))
         if self.feedback_id:
-            lines.append(f"Feedback-ID: {header_value(self.feedback_id)}")
+            fields.append(("Feedback-ID", header_value(self.feedback_id)))
         for name, value in self.extra_headers:
-            if not re.fullmatch(r"[A-Za-z0-9-]{1,60}", name):
+            if not _HEADER_NAME.fullmatch(name):
                 raise HeaderInjection(f"invalid header name {name!r}")
-            lines.append(f"{name}: {header_value(value)}")
-        lines.append("MIME-Version: 1.0")
-        return lines
+            fields.append((name, header_value(value)))
+        fields.append(("MIME-Version", "1.0"))
+        return fields
 
-    def to_bytes(self) -> bytes:
-        boundary = unique_token()
-        head = "\r\n".join(
-            [*self.header_lines(), f'Content-Type: multipart/alternative; boundary="{boundary}"']
-        ).encode("utf-8")
-        part = (
-            "Content-Type: text/{kind}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
-        )
-        return b"".join(
-            [
-                head,
-                b"\r\n\r\nThis is a multi-part message in MIME format.\r\n",
-                f"--{boundary}\r\n".encode(),
-                part.format(kind="plain").encode(),
-                _qp(self.text),
-                f"\r\n--{boundary}\r\n".encode(),
-                part.format(kind="html").encode(),
-                _qp(self.html),
-                f"\r\n--{boundary}--\r\n".encode(),
-            ]
-        )
+    def header_lines(self) -> list[str]:
+        return [f"{name}: {value}" for name, value in self.header_fields()]
+
+    def to_bytes(self, signer: DkimSigner | None = None, *, timestamp: int | None = None) -> bytes:
+        """The message; with ``signer``, DKIM-signed from its parts (no re-parsing)."""
+        fields = self.header_fields()
+        fields.append(("Content-Type", _CONTENT_TYPE))
+        text = self.text_qp if self.text_qp is not None else _qp(self.text)
+        html = self.html_qp if self.html_qp is not None else _qp(self.html)
+        body = b"".join([_PREAMBLE, text, _BETWEEN, html, _EPILOGUE])
+        head = "\r\n".join([f"{name}: {value}" for name, value in fields]).encode("utf-8")
+        if signer is not None:
+            head = signer.signature_header(fields, body, timestamp=timestamp) + head
+        return b"".join([head, b"\r\n\r\n", body])
+
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,60}")
+_CONTENT_TYPE = f'multipart/alternative; boundary="{BOUNDARY}"'
+_PART = "Content-Type: text/{kind}; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+_PREAMBLE = (
+    f"This is a multi-part message in MIME format.\r\n--{BOUNDARY}\r\n{_PART.format(kind='plain')}"
+).encode()
+_BETWEEN = f"\r\n--{BOUNDARY}\r\n{_PART.format(kind='html')}".encode()
+_EPILOGUE = f"\r\n--{BOUNDARY}--\r\n".encode()

@@ -58,6 +58,9 @@ CONTACT_COLUMNS = (
 )
 
 
+_CONTACT_SELECT = tuple(_c.c[name] for name in CONTACT_COLUMNS)
+
+
 def claim_lock_key(stripe: int = 0) -> int:
     """The key an opt-out takes exclusively: any stripe waits for every claim."""
     return CLAIM_LOCK_KEY + stripe % CLAIM_LOCK_STRIPES
@@ -91,31 +94,50 @@ def claim_batch(
         .cte("picked")
     )
     passes = picked.c.why.is_(None)
-    stmt = (
-        update(_d)
-        .where(_d.c.id == picked.c.id)
-        .values(
-            status=case((passes, literal("claimed")), else_=literal("suppressed")),
-            reason=picked.c.why,
-            claimed_at=now,
-            updated_at=now,
-            attempts=case((passes, _d.c.attempts + 1), else_=_d.c.attempts),
-        )
-        .returning(_d.c.id, _d.c.contact_id, _d.c.status, _d.c.reason, _d.c.attempts)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    stmt = update(_d).where(_d.c.id == picked.c.id)
+    if postgres:  # RETURNING may name the joined contact: one statement, one round trip
+        stmt = stmt.where(_c.c.id == _d.c.contact_id)
+    stmt = stmt.values(
+        status=case((passes, literal("claimed")), else_=literal("suppressed")),
+        reason=picked.c.why,
+        claimed_at=now,
+        updated_at=now,
+        attempts=case((passes, _d.c.attempts + 1), else_=_d.c.attempts),
     )
-    rows = session.execute(stmt).all()
+    if postgres:
+        found = session.execute(
+            stmt.returning(
+                _d.c.id, _d.c.contact_id, _d.c.status, _d.c.reason, _d.c.attempts, *_CONTACT_SELECT
+            )
+        ).all()
+        claimed = [
+            ClaimedRow(
+                row[0], row[1], row[2], row[3], row[4], dict(zip(CONTACT_COLUMNS, row[5:], strict=True))
+            )
+            if row[2] == "claimed"
+            else ClaimedRow(row[0], row[1], row[2], row[3], row[4], {})
+            for row in found
+        ]
+        claimed.sort(key=_by_delivery)
+        return claimed
+    rows = session.execute(
+        stmt.returning(_d.c.id, _d.c.contact_id, _d.c.status, _d.c.reason, _d.c.attempts)
+    ).all()
     # RETURNING may only name the updated table on SQLite: the contacts come in a second
     # statement of the same transaction.
     wanted = [row.contact_id for row in rows if row.status == "claimed"]
     contacts: dict[int, dict[str, Any]] = {}
     if wanted:
-        found = session.execute(
-            select(_c.c.id, *(_c.c[name] for name in CONTACT_COLUMNS)).where(_c.c.id.in_(wanted))
-        ).all()
-        contacts = {r.id: {name: r._mapping[name] for name in CONTACT_COLUMNS} for r in found}
+        found = session.execute(select(_c.c.id, *_CONTACT_SELECT).where(_c.c.id.in_(wanted))).all()
+        contacts = {r[0]: dict(zip(CONTACT_COLUMNS, r[1:], strict=True)) for r in found}
     return sorted(
         (_claimed(row, contacts.get(row.contact_id, {})) for row in rows), key=lambda r: r.delivery_id
     )
+
+
+def _by_delivery(row: ClaimedRow) -> int:
+    return row.delivery_id
 
 
 def _claimed(row: Row[Any], contact: dict[str, Any]) -> ClaimedRow:
@@ -129,12 +151,43 @@ def _claimed(row: Row[Any], contact: dict[str, Any]) -> ClaimedRow:
     )
 
 
+_OUTCOMES_UNNEST = text(
+    """
+    UPDATE delivery AS d SET
+        status = v.status, reason = v.reason, smtp_code = v.code, smtp_reply = v.reply,
+        message_id = v.message_id, sent_at = v.sent_at, next_attempt_at = v.next, updated_at = :now
+    FROM unnest(
+        CAST(:ids AS integer[]), CAST(:statuses AS varchar[]), CAST(:reasons AS varchar[]),
+        CAST(:codes AS integer[]), CAST(:replies AS text[]), CAST(:message_ids AS varchar[]),
+        CAST(:sent_ats AS timestamptz[]), CAST(:nexts AS timestamptz[])
+    ) AS v(id, status, reason, code, reply, message_id, sent_at, next)
+    WHERE d.id = v.id AND d.status = 'claimed'
+    """
+)
+
+
 def record_outcomes(session: Session, outcomes: list[dict[str, Any]]) -> None:
     """Write final or retry states, one executemany. Each dict: b_id, status, reason,
     smtp_code, smtp_reply, message_id, sent_at, next_attempt_at."""
     if not outcomes:
         return
     now = utcnow()
+    if session.get_bind().dialect.name == "postgresql":  # one statement for the whole batch
+        session.execute(
+            _OUTCOMES_UNNEST,
+            {
+                "now": now,
+                "ids": [o["b_id"] for o in outcomes],
+                "statuses": [o["b_status"] for o in outcomes],
+                "reasons": [o["b_reason"] for o in outcomes],
+                "codes": [o["b_code"] for o in outcomes],
+                "replies": [o["b_reply"] for o in outcomes],
+                "message_ids": [o["b_message_id"] for o in outcomes],
+                "sent_ats": [o["b_sent_at"] for o in outcomes],
+                "nexts": [o["b_next"] for o in outcomes],
+            },
+        )
+        return
     stmt = (
         update(_d)
         .where(_d.c.id == bindparam("b_id"), _d.c.status == "claimed")
@@ -171,12 +224,15 @@ def counts(session: Session, campaign_id: int) -> dict[str, int]:
     return {status: int(n) for status, n in rows}
 
 
-def open_ranges(session: Session, campaign_id: int, slice_size: int) -> list[tuple[int, int]]:
-    """Id ranges of slices that still hold open rows (pending, claimed or deferred)."""
+def open_ranges(
+    session: Session, campaign_id: int, slice_size: int, *, after: int = 0
+) -> list[tuple[int, int]]:
+    """Id ranges of slices that still hold due rows (pending or deferred), among the rows
+    with ids above ``after``."""
     bucket = (_d.c.id - 1) // slice_size
     rows = session.execute(
         select(bucket.label("b"), func.min(_d.c.id), func.max(_d.c.id))
-        .where(_d.c.campaign_id == campaign_id, _d.c.status.in_(DUE_STATUSES))
+        .where(_d.c.campaign_id == campaign_id, _d.c.status.in_(DUE_STATUSES), _d.c.id > after)
         .group_by(text("b"))
         .order_by(text("b"))
     ).all()

@@ -34,7 +34,14 @@ from app.delivery.message import OutgoingMessage, ascii_address, format_address,
 from app.delivery.ratelimit import BUCKETS
 from app.delivery.transport import Envelope, Outcome, get_transport
 from app.models import Campaign, Delivery, Topic, utcnow
-from app.recipients.tokens import TokenKind, make_address_token, make_url_token
+from app.recipients.tokens import (
+    TokenKind,
+    address_spelling,
+    make_address_token,
+    make_url_token,
+    seal,
+    url_spelling,
+)
 
 log = logging.getLogger("listwarden.delivery")
 
@@ -67,6 +74,7 @@ class SendContext:
 
 _contexts: dict[tuple[int, str], SendContext] = {}
 _contexts_lock = threading.Lock()
+_compile_lock = threading.Lock()
 
 
 def send_context(session: Session, campaign: Campaign, settings: Settings | None = None) -> SendContext:
@@ -77,6 +85,18 @@ def send_context(session: Session, campaign: Campaign, settings: Settings | None
         cached = _contexts.get(key)
     if cached is not None:
         return cached
+    with _compile_lock:  # one thread compiles; the others wait for it rather than repeat it
+        with _contexts_lock:
+            cached = _contexts.get(key)
+        if cached is not None:
+            return cached
+        return _new_send_context(session, campaign, settings, key)
+
+
+def _new_send_context(
+    session: Session, campaign: Campaign, settings: Settings, key: tuple[int, str]
+) -> SendContext:
+    assert campaign.id is not None
     topic = (
         session.exec(sqlmodel_select(Topic).where(col(Topic.slug) == campaign.topic)).first()
         if campaign.topic
@@ -126,8 +146,11 @@ def send_context(session: Session, campaign: Campaign, settings: Settings | None
     return context
 
 
-def recipient_links(ctx_public_url: str, contact_id: int, delivery_id: int | None) -> dict[str, str]:
-    unsubscribe = make_url_token(TokenKind.UNSUBSCRIBE, contact_id, delivery_id)
+def recipient_links(
+    ctx_public_url: str, contact_id: int, delivery_id: int | None, *, unsubscribe: str | None = None
+) -> dict[str, str]:
+    if unsubscribe is None:
+        unsubscribe = make_url_token(TokenKind.UNSUBSCRIBE, contact_id, delivery_id)
     preferences = make_url_token(TokenKind.PREFERENCES, contact_id, delivery_id)
     return {
         "unsubscribe_url": f"{ctx_public_url}/u/{unsubscribe}",
@@ -155,20 +178,25 @@ def build_envelope(
     ctx: SendContext, delivery_id: int, contact_id: int, contact: dict[str, Any], *, subject_prefix: str = ""
 ) -> tuple[Envelope, str]:
     """Render and assemble one campaign message (raises ``TemplateProblem``)."""
-    links = recipient_links(ctx.public_url, contact_id, delivery_id)
-    rendered = ctx.compiled.render(template_context(ctx, contact, links))
+    # One sealed unsubscribe token, spelt for the link and for the mailto address.
+    unsubscribe = seal(TokenKind.UNSUBSCRIBE, contact_id, delivery_id)
+    links = recipient_links(ctx.public_url, contact_id, delivery_id, unsubscribe=url_spelling(unsubscribe))
+    compiled = ctx.compiled
+    rendered = compiled.render_pieces(template_context(ctx, contact, links))
     email = str(contact["email"])
     bounce = make_address_token(TokenKind.BOUNCE, contact_id, delivery_id)
     reply = make_address_token(TokenKind.REPLY, contact_id, delivery_id)
-    mailto = make_address_token(TokenKind.UNSUBSCRIBE, contact_id, delivery_id)
+    mailto = address_spelling(unsubscribe)
     message = OutgoingMessage(
         mail_from=f"bounce+{bounce}@{ctx.bounce_domain}",
         rcpt_to=ascii_address(email),
         from_header=ctx.from_header,
         to_header=format_address(contact.get("name"), email),
         subject=subject_prefix + rendered.subject,
-        html=rendered.html,
-        text=rendered.text,
+        html="",
+        text="",
+        html_qp=compiled.html_qp.encode(rendered.html),
+        text_qp=compiled.text_qp.encode(rendered.text),
         message_id=f"<lw.{delivery_id}.{unique_token()[5:]}@{ctx.message_domain}>",
         reply_to=f"reply+{reply}@{ctx.reply_domain}",
         list_unsubscribe=f"<{links['unsubscribe_url']}>, <mailto:unsubscribe+{mailto}@{ctx.reply_domain}>",
@@ -176,15 +204,13 @@ def build_envelope(
         list_id=ctx.list_id,
         feedback_id=f"{ctx.campaign_id}:{ctx.topic or 'all'}:listwarden",
     )
-    data = message.to_bytes()
-    if ctx.signer is not None:
-        data = ctx.signer.sign(data)
     return Envelope(
         key=delivery_id,
         mail_from=message.mail_from,
         rcpt_to=message.rcpt_to,
-        data=data,
+        data=message.to_bytes(ctx.signer),
         smtputf8=message.needs_smtputf8,
+        crlf=True,
     ), message.message_id
 
 

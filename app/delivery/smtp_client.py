@@ -13,7 +13,10 @@ import asyncio
 import base64
 import socket
 import ssl
+from collections import deque
 from dataclasses import dataclass, field
+
+_MAX_LINE = 2**20
 
 
 class SmtpProtocolError(Exception):
@@ -35,6 +38,10 @@ class FastSmtpClient:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     extensions: dict[str, str] = field(default_factory=dict)
+    #: Reply lines read but not yet consumed, and the start of a line still incomplete:
+    #: replies to pipelined commands usually arrive in one read.
+    _lines: deque[bytes] = field(default_factory=deque)
+    _partial: bytes = b""
 
     @property
     def connected(self) -> bool:
@@ -52,7 +59,9 @@ class FastSmtpClient:
         password: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        context = ssl_context or ssl.create_default_context()
+        if ssl_context is None and (use_tls or start_tls is not False):
+            ssl_context = ssl.create_default_context()
+        context = ssl_context
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port, ssl=context if use_tls else None, limit=2**20),
             self.timeout,
@@ -69,6 +78,9 @@ class FastSmtpClient:
             reply = await self.command("STARTTLS")
             if reply.code != 220:
                 raise SmtpProtocolError(f"STARTTLS: {reply.code} {reply.text}")
+            if self._lines or self._partial:  # plain text sent after 220 must not count as TLS
+                raise SmtpProtocolError("the server sent data after agreeing to STARTTLS")
+            assert context is not None
             await asyncio.wait_for(writer.start_tls(context, server_hostname=self.host), self.timeout)
             await self.ehlo()
         if username is not None:
@@ -105,14 +117,37 @@ class FastSmtpClient:
         self.writer.write(data)
 
     async def read_reply(self) -> Reply:
-        if self.reader is None:
+        async with asyncio.timeout(self.timeout):
+            return await self._reply()
+
+    async def read_replies(self, count: int) -> list[Reply]:
+        """``count`` replies (to pipelined commands), in order, within one timeout."""
+        async with asyncio.timeout(self.timeout):
+            return [await self._reply() for _ in range(count)]
+
+    async def _fill(self) -> None:
+        reader = self.reader
+        if reader is None:
             raise SmtpProtocolError("not connected")
+        data = await reader.read(65536)
+        if not data:
+            raise SmtpProtocolError("connection closed by the server")
+        if b"\n" not in data:
+            self._partial += data
+            if len(self._partial) > _MAX_LINE:
+                raise SmtpProtocolError("reply line too long")
+            return
+        *complete, rest = (self._partial + data).split(b"\n")
+        self._lines.extend(complete)
+        self._partial = rest
+
+    async def _reply(self) -> Reply:
         lines: list[str] = []
+        pending = self._lines
         while True:
-            raw = await asyncio.wait_for(self.reader.readline(), self.timeout)
-            if not raw:
-                raise SmtpProtocolError("connection closed by the server")
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            while not pending:
+                await self._fill()
+            line = pending.popleft().decode("utf-8", "replace").rstrip("\r")
             if len(line) < 3 or not line[:3].isdigit():
                 raise SmtpProtocolError(f"malformed reply line {line[:80]!r}")
             lines.append(line[4:])
@@ -140,3 +175,5 @@ class FastSmtpClient:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
+        self._lines.clear()
+        self._partial = b""

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import ssl
 import tempfile
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,9 @@ class Envelope:
     rcpt_to: str
     data: bytes
     smtputf8: bool = False
+    #: The data has CRLF line ends only (as ``OutgoingMessage.to_bytes`` makes it):
+    #: no need to look for bare CR or LF before dot-stuffing.
+    crlf: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +179,7 @@ class _Connection:
                 start_tls=cfg.start_tls,
                 username=cfg.username,
                 password=cfg.password,
-                ssl_context=_ssl_context(cfg),
+                ssl_context=_ssl_context(cfg) if cfg.use_tls or cfg.start_tls is not False else None,
             )
             if fast.supports("pipelining"):
                 self.relay.pipelining = True
@@ -205,43 +210,66 @@ class _Connection:
             with contextlib.suppress(Exception):
                 compat.close()
 
-    async def send(self, env: Envelope) -> Outcome:
+    async def send(self, job: _Job, queue: _JobQueue) -> _Job | None:
+        """Send one message and settle its future. On a pipelining relay the next waiting
+        message's MAIL, RCPT and DATA go out right behind this one's final dot (RFC 2920)
+        and that message is returned: the caller must send it next, with ``job.sent``."""
+        if job.sent and not self.connected:  # its commands went out on a connection now gone
+            job.sent = False
         try:
             await self.ensure()
         except (TimeoutError, SMTPException, SmtpProtocolError, OSError) as exc:
             await self.drop()
-            return Outcome("deferred", None, f"connection failed: {exc}"[:500])
-        if env.smtputf8 and not self.smtputf8:
-            return Outcome("failed", None, "the relay does not support SMTPUTF8 for this address")
+            job.settle(Outcome("deferred", None, f"connection failed: {exc}"[:500]))
+            return None
+        if job.env.smtputf8 and not self.smtputf8:
+            job.settle(Outcome("failed", None, "the relay does not support SMTPUTF8 for this address"))
+            return None
+        following: _Job | None = None
         try:
             if self.fast is not None:
-                return await self._pipelined(self.fast, env)
-            assert self.compat is not None
-            return await self._plain(self.compat, env)
+                outcome, following = await self._pipelined(self.fast, job, queue)
+            else:
+                assert self.compat is not None
+                outcome = await self._plain(self.compat, job.env)
         except _AfterDot as exc:
             await self.drop()
-            return Outcome("unknown", None, f"connection lost after the message was sent: {exc.cause}"[:500])
+            reason = f"connection lost after the message was sent: {exc.cause}"
+            outcome = Outcome("unknown", None, reason[:500])
+            following = exc.following
         except (TimeoutError, SMTPException, SmtpProtocolError, OSError) as exc:
             await self.drop()
-            return Outcome("deferred", None, f"connection lost: {exc}"[:500])
+            outcome = Outcome("deferred", None, f"connection lost: {exc}"[:500])
+        job.settle(outcome)
+        if following is not None and not self.connected:
+            # its commands went out on a connection that is gone: it never reached DATA
+            following.settle(Outcome("deferred", None, "connection lost before the message was sent"))
+            return None
+        return following
 
-    async def _pipelined(self, client: FastSmtpClient, env: Envelope) -> Outcome:
-        utf8 = " SMTPUTF8" if env.smtputf8 else ""
-        client.write(f"MAIL FROM:<{env.mail_from}>{utf8}\r\nRCPT TO:<{env.rcpt_to}>\r\nDATA\r\n".encode())
-        mail = await client.read_reply()
-        rcpt = await client.read_reply()
-        data = await client.read_reply()
+    async def _pipelined(
+        self, client: FastSmtpClient, job: _Job, queue: _JobQueue
+    ) -> tuple[Outcome, _Job | None]:
+        env = job.env
+        if not job.sent:
+            client.write(_commands(env))
+        mail, rcpt, data = await client.read_replies(3)
         if data.code != 354:
             failed = next((r for r in (mail, rcpt, data) if r.code >= 400), data)
             await client.command("RSET")
-            return classify_reply(failed.code, failed.text)
-        client.write(_dot_stuff(env.data))
+            return classify_reply(failed.code, failed.text), None
+        payload = _dot_stuff(env.data, crlf=env.crlf)
+        following = queue.take_nowait(self.smtputf8)
+        if following is not None:
+            following.sent = True
+            payload += _commands(following.env)
+        client.write(payload)
         try:
             await client.drain()
             final = await client.read_reply()
         except (TimeoutError, SmtpProtocolError, OSError) as exc:
-            raise _AfterDot(exc) from exc
-        return classify_reply(final.code, final.text)
+            raise _AfterDot(exc, following) from exc
+        return classify_reply(final.code, final.text), following
 
     async def _plain(self, client: aiosmtplib.SMTP, env: Envelope) -> Outcome:
         options = ["SMTPUTF8"] if env.smtputf8 else []
@@ -257,7 +285,7 @@ class _Connection:
         if start.code != 354:
             await client.rset()
             return classify_reply(start.code, start.message)
-        protocol.write(_dot_stuff(env.data))
+        protocol.write(_dot_stuff(env.data, crlf=env.crlf))
         try:
             final = await protocol.read_response(timeout=self.config.timeout)
         except (TimeoutError, SMTPException, OSError) as exc:
@@ -272,6 +300,7 @@ class _RelayState:
     pipelining: bool | None = None
 
 
+@functools.lru_cache(maxsize=32)
 def _ssl_context(cfg: RelayConfig) -> ssl.SSLContext:
     context = ssl.create_default_context()
     if not cfg.validate_certs:
@@ -281,20 +310,89 @@ def _ssl_context(cfg: RelayConfig) -> ssl.SSLContext:
 
 
 class _AfterDot(Exception):
-    def __init__(self, cause: BaseException) -> None:
+    def __init__(self, cause: BaseException, following: _Job | None = None) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        self.following = following
+
+
+def _commands(env: Envelope) -> bytes:
+    utf8 = " SMTPUTF8" if env.smtputf8 else ""
+    return f"MAIL FROM:<{env.mail_from}>{utf8}\r\nRCPT TO:<{env.rcpt_to}>\r\nDATA\r\n".encode()
+
+
+class _Job:
+    """One message waiting for a connection, and the future its batch waits on."""
+
+    __slots__ = ("batch", "env", "index", "sent")
+
+    def __init__(self, env: Envelope, batch: _Batch, index: int) -> None:
+        self.env = env
+        self.batch = batch
+        self.index = index
+        self.sent = False  # MAIL, RCPT and DATA already written (pipelined after a dot)
+
+    def settle(self, outcome: Outcome) -> None:
+        self.batch.settle(self.index, outcome)
+
+
+class _Batch:
+    """The outcomes of one ``send_batch`` call; its future resolves when all are in."""
+
+    __slots__ = ("future", "left", "outcomes")
+
+    def __init__(self, size: int, future: asyncio.Future[list[Outcome]]) -> None:
+        self.outcomes: list[Outcome | None] = [None] * size
+        self.left = size
+        self.future = future
+
+    def settle(self, index: int, outcome: Outcome) -> None:
+        if self.outcomes[index] is None:
+            self.outcomes[index] = outcome
+            self.left -= 1
+            if self.left == 0 and not self.future.done():
+                self.future.set_result([o for o in self.outcomes if o is not None])
+
+
+class _JobQueue:
+    """Messages waiting for a connection: a deque, and a future per idle connection."""
+
+    def __init__(self) -> None:
+        self.jobs: deque[_Job] = deque()
+        self.idle: deque[asyncio.Future[None]] = deque()
+
+    def put_all(self, jobs: Sequence[_Job]) -> None:
+        self.jobs.extend(jobs)
+        while self.idle and self.jobs:
+            waiter = self.idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def take(self) -> _Job:
+        while not self.jobs:
+            waiter = asyncio.get_running_loop().create_future()
+            self.idle.append(waiter)
+            await waiter
+        return self.jobs.popleft()
+
+    def take_nowait(self, smtputf8: bool) -> _Job | None:
+        """The next job if one waits (and this connection can send it), else None."""
+        if self.jobs and (smtputf8 or not self.jobs[0].env.smtputf8):
+            return self.jobs.popleft()
+        return None
 
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 _BARE_CR = re.compile(rb"\r(?!\n)")
 
 
-def _dot_stuff(data: bytes) -> bytes:
-    """CRLF line endings, dots doubled at line starts, the terminating dot (RFC 5321 4.5.2)."""
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:  # bare CR or LF: normalise
-        data = _BARE_CR.sub(b"\r\n", _BARE_LF.sub(b"\r\n", data))
+def _dot_stuff(data: bytes, *, crlf: bool = False) -> bytes:
+    """CRLF line endings, dots doubled at line starts, the terminating dot (RFC 5321 4.5.2).
+    ``crlf``: the caller knows the line ends are all CRLF already."""
+    if not crlf:
+        count = data.count(b"\r\n")
+        if data.count(b"\n") != count or data.count(b"\r") != count:  # bare CR or LF: normalise
+            data = _BARE_CR.sub(b"\r\n", _BARE_LF.sub(b"\r\n", data))
     data = data.replace(b"\r\n.", b"\r\n..")
     if data.startswith(b"."):
         data = b"." + data
@@ -328,31 +426,47 @@ class _LoopThread:
 
 
 class SmtpTransport:
-    """A pool of persistent connections to one relay, usable from any thread."""
+    """Persistent connections to one relay, usable from any thread: one asyncio task per
+    connection takes messages from a shared queue, so batches from several threads share
+    the connections."""
 
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
         self.relay = _RelayState()
         self._loop = _LoopThread.get()
-        self._idle: asyncio.Queue[_Connection] | None = None
+        self._queue: _JobQueue | None = None
+        self._connections: list[_Connection] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
-    async def _pool(self) -> asyncio.Queue[_Connection]:
-        if self._idle is None:
-            self._idle = asyncio.Queue()
+    def _start(self) -> _JobQueue:
+        if self._queue is None:
+            self._queue = _JobQueue()
             for _ in range(self.config.connections):
-                self._idle.put_nowait(_Connection(self.config, self.relay))
-        return self._idle
+                conn = _Connection(self.config, self.relay)
+                self._connections.append(conn)
+                self._tasks.append(asyncio.get_running_loop().create_task(self._serve(conn, self._queue)))
+        return self._queue
 
-    async def _send_one(self, env: Envelope) -> Outcome:
-        pool = await self._pool()
-        conn = await pool.get()
-        try:
-            return await conn.send(env)
-        finally:
-            pool.put_nowait(conn)
+    async def _serve(self, conn: _Connection, queue: _JobQueue) -> None:
+        following: _Job | None = None
+        while True:
+            job = following if following is not None else await queue.take()
+            following = None
+            try:
+                following = await conn.send(job, queue)
+            except asyncio.CancelledError:  # closing mid-send: it may have gone out
+                job.settle(Outcome("unknown", None, "the transport closed while sending"))
+                raise
+            except Exception as exc:  # never leave a batch waiting: this is a bug
+                await conn.drop()
+                job.settle(Outcome("unknown", None, f"internal error while sending: {exc}"[:500]))
 
     async def _send_all(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
-        return list(await asyncio.gather(*(self._send_one(env) for env in envelopes)))
+        queue = self._start()
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        batch = _Batch(len(envelopes), future)
+        queue.put_all([_Job(env, batch, i) for i, env in enumerate(envelopes)])
+        return await future
 
     def send_batch(self, envelopes: Sequence[Envelope]) -> list[Outcome]:
         if not envelopes:
@@ -361,10 +475,17 @@ class SmtpTransport:
         return future.result()
 
     async def _close(self) -> None:
-        if self._idle is None:
-            return
-        while not self._idle.empty():
-            conn = self._idle.get_nowait()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._queue is not None:
+            for job in self._queue.jobs:
+                job.settle(Outcome("deferred", None, "the transport closed before sending"))
+            self._queue.jobs.clear()
+        for conn in self._connections:
             try:
                 if conn.fast is not None:
                     await conn.fast.quit()
@@ -372,6 +493,8 @@ class SmtpTransport:
                     await conn.compat.quit()
             except (TimeoutError, SMTPException, SmtpProtocolError, OSError):
                 await conn.drop()
+        self._connections.clear()
+        self._queue = None
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._close(), self._loop.loop).result(timeout=10)

@@ -41,6 +41,8 @@ from app.suppression.policy import BLOCKING_REASONS, OPT_OUT_REASONS, Reason
 
 #: Profile fields an import merges (the email is the key and never changes).
 MERGED_FIELDS = tuple(f for f in contacts_service.PROFILE_FIELDS if f != "email")
+#: A new contact's profile columns before its row's values fill them.
+_BLANK: dict[str, Any] = dict.fromkeys(MERGED_FIELDS)
 CONTACT_COLUMNS = (
     "id",
     "email_hash",
@@ -232,7 +234,7 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
     for lead in leads:
         counts["duplicates"] += len(lead.merged_rows)
         existing = world.contacts.get(lead.key)
-        erased = any(
+        erased = bool(world.suppressions) and any(
             s.reason in (Reason.ERASURE, Reason.UNDERAGE)
             for s in _person_suppressions(world, (lead.email_hash, lead.phone_hash, lead.postal_hash))
         )
@@ -246,9 +248,10 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
                 slow.append(plan)
             continue
         if existing is None:
-            values = dict(lead.values)
+            values = lead.values
             row = {
-                **{name: values.get(name) for name in MERGED_FIELDS},
+                **_BLANK,
+                **values,
                 "age_confirmed": bool(values.get("age_confirmed", False)),
                 "email": lead.email,
                 "email_hash": lead.email_hash,
@@ -314,10 +317,10 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
             continue
         assert plan.contact_id is not None
         prefs = world.preferences.get(plan.contact_id, {})
-        supps = _person_suppressions(world, plan.hashes)
+        supps = _person_suppressions(world, plan.hashes) if world.suppressions else []
         refused = False
         for channel, topic in lead.opt_ins:
-            if refusal(prefs, supps, channel, topic):
+            if (prefs or supps) and refusal(prefs, supps, channel, topic):
                 refused = True
                 continue
             if prefs.get((channel, topic)) == PreferenceStatus.OPTED_IN:

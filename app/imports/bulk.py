@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import Table, and_, bindparam, insert, select, update
 from sqlmodel import Session
 
@@ -181,28 +182,12 @@ class PostgresBulk(Bulk):
             return [tuple(row) for row in cur.fetchall()]
 
     def _copy(self, table: Table, rows: list[dict[str, Any]]) -> None:
-        """COPY in PostgreSQL's text format, formatted here: several times faster than
-        psycopg's per-value adaptation (``write_row``) for rows this wide."""
-        columns = list(rows[0])
-        lines = [
-            "\t".join(
-                [
-                    "\\N"
-                    if (v := row[c]) is None
-                    else v
-                    if type(v) is str and v.isprintable() and "\\" not in v
-                    else _text(v)
-                    for c in columns
-                ]
-            )
-            for row in rows
-        ]
-        lines.append("")
+        columns, data = copy_text(table, rows)
         with (
             self.raw.cursor() as cur,
             cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
         ):
-            copy.write("\n".join(lines).encode())
+            copy.write(data)
 
     def insert_returning_ids(self, table: Table, rows: list[dict[str, Any]]) -> list[int]:
         if not rows:
@@ -218,6 +203,44 @@ class PostgresBulk(Bulk):
             self._copy(table, rows)
 
 
+def copy_text(table: Table, rows: list[dict[str, Any]]) -> tuple[list[str], bytes]:
+    """Rows in COPY's text format, formatted here column by column: several times faster
+    than psycopg's per-value adaptation (``write_row``) for rows this wide. Returns the
+    columns written and the data.
+
+    Columns empty in every row are left out (they are NULL by default): a batch of leads
+    rarely fills half of a contact's columns. A column of plain text — no backslash, tab,
+    newline or other unprintable character in any of its values, checked in one pass over
+    the joined column — goes as it is; anything else goes value by value through
+    :func:`_text`."""
+    columns: list[str] = []
+    texts: list[list[str]] = []
+    for name in rows[0]:
+        values = [row[name] for row in rows]
+        kinds = set(map(type, values))
+        if kinds == {type(None)} and table.c[name].server_default is None:
+            continue
+        columns.append(name)
+        if kinds <= {str, type(None)}:
+            present = [v for v in values if v is not None] if type(None) in kinds else values
+            joined = "".join(present)
+            if joined.isprintable() and "\\" not in joined:
+                complete = len(present) == len(values)
+                texts.append(values if complete else [_NULL if v is None else v for v in values])
+                continue
+        elif kinds == {int}:
+            texts.append(list(map(str, values)))
+            continue
+        elif len(kinds) == 1 and (kinds <= {datetime, date}) and len(set(values)) == 1:
+            texts.append([_text(values[0])] * len(values))
+            continue
+        texts.append(list(map(_text, values)))
+    lines = list(map("\t".join, zip(*texts, strict=True)))
+    lines.append("")
+    return columns, "\n".join(lines).encode()
+
+
+_NULL = "\\N"
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -238,7 +261,7 @@ def _text(value: Any) -> str:
     if kind is bool:
         return "t" if value else "f"
     if kind is dict or kind is list:
-        return _text(json.dumps(value, ensure_ascii=False))
+        return _text(_json(value))
     if kind is datetime or kind is date:
         found = _MOMENTS.get(value)  # the batch's timestamps repeat on every row
         if found is None:
@@ -249,6 +272,15 @@ def _text(value: Any) -> str:
     if kind is float:
         return repr(value)
     raise TypeError(f"cannot COPY a {kind.__name__}")
+
+
+def _json(value: Any) -> str:
+    """JSON text of a column value: orjson (ten times faster than ``json.dumps``), and the
+    standard library for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
 def _hex_array(keys: Iterable[str]) -> str:

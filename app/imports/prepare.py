@@ -195,6 +195,55 @@ def prepare(row: int, cells: list[str], ctx: Context) -> Lead | Reject:
         return Reject(row, bad.field, bad.reason, cells)
 
 
+# What each column is, decided once per header (the per-cell work is then one lookup).
+_LIMITED, _EMAIL, _PHONE, _COUNTRY, _BIRTH, _AGE, _CONSENT, _GIVEN, _TEXT = range(9)
+_VERSION, _IP, _OPT_OUT, _TOPICS, _TOPIC, _ATTRIBUTE, _ATTRIBUTES = range(9, 16)
+_PLANS: dict[tuple[str, ...], tuple[tuple[int, int, str, str], ...]] = {}
+
+
+def _column_plan(targets: tuple[str, ...]) -> tuple[tuple[int, int, str, str], ...]:
+    """(cell index, kind, target, argument) for every column that is not ignored."""
+    found = _PLANS.get(targets)
+    if found is not None:
+        return found
+    plan: list[tuple[int, int, str, str]] = []
+    for i, target in enumerate(targets):
+        if target == "ignore":
+            continue
+        if target in LIMITS:
+            step = (_LIMITED, target)
+        elif target in ("email", "phone", "country", "date_of_birth", "age_confirmed"):
+            step = ({"email": _EMAIL, "phone": _PHONE, "country": _COUNTRY}.get(target, -1), target)
+            step = (_BIRTH if target == "date_of_birth" else _AGE, target) if step[0] < 0 else step
+        elif target.endswith("_consent"):
+            step = (_CONSENT, target.removesuffix("_consent"))
+        elif target.endswith("_consent_date"):
+            step = (_GIVEN, target.removesuffix("_consent_date"))
+        elif target.endswith("_consent_text"):
+            step = (_TEXT, target.removesuffix("_consent_text"))
+        elif target == "consent_version":
+            step = (_VERSION, target)
+        elif target == "consent_ip":
+            step = (_IP, target)
+        elif target == "email_opt_out":
+            step = (_OPT_OUT, target)
+        elif target == "topics":
+            step = (_TOPICS, target)
+        elif target.startswith("topic:"):
+            step = (_TOPIC, target.removeprefix("topic:"))
+        elif target.startswith("attribute:"):
+            step = (_ATTRIBUTE, target.removeprefix("attribute:"))
+        elif target == "attributes":
+            step = (_ATTRIBUTES, target)
+        else:
+            continue
+        plan.append((i, step[0], target, step[1]))
+    if len(_PLANS) > 100:
+        _PLANS.clear()
+    result = _PLANS[targets] = tuple(plan)
+    return result
+
+
 def _prepare(row: int, cells: list[str], ctx: Context) -> Lead:
     if len(cells) != len(ctx.targets):
         raise _Bad(
@@ -213,72 +262,67 @@ def _prepare(row: int, cells: list[str], ctx: Context) -> Lead:
     opted_out_email = False
     version = ctx.consent_version
     ip: str | None = None
-    for target, raw in zip(ctx.targets, cells, strict=True):
-        if target == "ignore":
-            continue
+    for i, kind, target, arg in _column_plan(ctx.targets):
+        raw = cells[i]
         if "\x00" in raw:
             raise _Bad(target, f"{target}: contains the NUL character")
         value = raw.strip()
         if not value:
             continue
-        if target in LIMITS:
+        if kind == _LIMITED:
             if len(value) > LIMITS[target]:
                 raise _Bad(target, f"{target}: longer than {LIMITS[target]} characters")
             values[target] = value
-        elif target == "email":
-            values["email"] = value
-        elif target == "phone":
-            values["phone"] = value
-        elif target == "country":
+        elif kind in (_EMAIL, _PHONE):
+            values[target] = value
+        elif kind == _CONSENT:
+            answer = _yes_no(value, target)
+            if answer is not None:
+                consent[arg] = answer
+        elif kind == _GIVEN:
+            given[arg] = parse_date(value, target, day_first=ctx.day_first).isoformat()
+        elif kind == _COUNTRY:
             if len(value) != 2 or not value.isascii() or not value.isalpha():
                 raise _Bad("country", f"country: expected a two-letter code (ISO 3166), got {value[:40]!r}")
             values["country"] = value.upper()
-        elif target == "date_of_birth":
+        elif kind == _TOPICS:
+            for name in _TOPIC_SPLIT.split(value):
+                if name:
+                    listed_topics.append(_topic(name, ctx))
+        elif kind == _BIRTH:
             values["date_of_birth"] = parse_date(value, target, day_first=ctx.day_first)
-        elif target == "age_confirmed":
+        elif kind == _AGE:
             values["age_confirmed"] = _yes_no(value, target)
-        elif target.endswith("_consent"):
-            answer = _yes_no(value, target)
-            if answer is not None:
-                consent[target.removesuffix("_consent")] = answer
-        elif target.endswith("_consent_date"):
-            given[target.removesuffix("_consent_date")] = parse_date(
-                value, target, day_first=ctx.day_first
-            ).isoformat()
-        elif target.endswith("_consent_text"):
-            texts[target.removesuffix("_consent_text")] = value[:5000]
-        elif target == "consent_version":
+        elif kind == _TEXT:
+            texts[arg] = value[:5000]
+        elif kind == _VERSION:
             version = value[:64]
-        elif target == "consent_ip":
+        elif kind == _IP:
             ip = value[:64]
-        elif target == "email_opt_out":
+        elif kind == _OPT_OUT:
             lowered = value.lower()
             if lowered in OPTED_OUT or lowered in YES:
                 opted_out_email = True
             elif lowered not in NOT_OPTED_OUT and lowered not in NO:
                 parse_date(value, target, day_first=ctx.day_first)  # a date: opted out then
                 opted_out_email = True
-        elif target == "topics":
-            for name in _TOPIC_SPLIT.split(value):
-                if name:
-                    listed_topics.append(_topic(name, ctx))
-        elif target.startswith("topic:"):
-            slug = _topic(target.removeprefix("topic:"), ctx)
+        elif kind == _TOPIC:
+            slug = _topic(arg, ctx)
             answer = _yes_no(value, target)
             if answer is not None:
                 (topic_ins if answer else topic_outs).append(slug)
-        elif target.startswith("attribute:"):
+        elif kind == _ATTRIBUTE:
             if len(value) > MAX_ATTRIBUTE_VALUE:
                 raise _Bad(target, f"{target}: longer than {MAX_ATTRIBUTE_VALUE} characters")
-            attributes[target.removeprefix("attribute:")] = value
-        elif target == "attributes":
+            attributes[arg] = value
+        elif kind == _ATTRIBUTES:
             attributes.update(_json_attributes(value))
     if len(attributes) > MAX_ATTRIBUTES:
         raise _Bad("attributes", f"more than {MAX_ATTRIBUTES} custom attributes")
 
     first, last = values.pop("first_name", None), values.pop("last_name", None)
     if "name" not in values and (first or last):
-        name = " ".join(part for part in (first, last) if part)
+        name = f"{first} {last}" if first and last else first or last
         if len(name) > LIMITS["name"]:
             raise _Bad("name", f"name: longer than {LIMITS['name']} characters")
         values["name"] = name
@@ -296,7 +340,11 @@ def _prepare(row: int, cells: list[str], ctx: Context) -> Lead:
         except ValidationProblem as exc:
             raise _Bad("phone", str(exc)) from exc
         phone_hash = keyed(ctx.hash_key, "phone", values["phone"])
-    pkey = postal_key(values.get("address_line1"), values.get("zip"), values.get("country"))
+    pkey = (
+        postal_key(values["address_line1"], values.get("zip"), values.get("country"))
+        if "address_line1" in values
+        else None
+    )
     if pkey:
         postal_hash = keyed(ctx.hash_key, "postal", pkey)
     if email_hash:
@@ -345,8 +393,10 @@ def _prepare(row: int, cells: list[str], ctx: Context) -> Lead:
             opt_ins.extend(("email", slug) for slug in dict.fromkeys(chosen))
         else:
             opt_ins.append(("email", None))
-    opt_ins.extend(("email", slug) for slug in dict.fromkeys(topic_ins) if ("email", slug) not in opt_ins)
-    opt_outs.extend(("email", slug) for slug in dict.fromkeys(topic_outs))
+    if topic_ins:
+        opt_ins.extend(("email", slug) for slug in dict.fromkeys(topic_ins) if ("email", slug) not in opt_ins)
+    if topic_outs:
+        opt_outs.extend(("email", slug) for slug in dict.fromkeys(topic_outs))
     return Lead(
         row=row,
         key=key,

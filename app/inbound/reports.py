@@ -751,7 +751,8 @@ def parse_heuristic(
     """A bounce that is not an RFC 3464 report. ``strict``: only with strong evidence (it
     runs before the auto-reply checks, which would otherwise claim such bounces). ``raw``:
     the message's bytes, to give flufl.bounce only the head of a huge message."""
-    failed_header = [clean_address(a) for a in ",".join(msg.get_all("X-Failed-Recipients") or []).split(",")]
+    failed_values = [mime.decode_words(v) for v in msg.get_all("X-Failed-Recipients") or []]
+    failed_header = [clean_address(a) for a in ",".join(failed_values).split(",")]
     failed_header = [a for a in failed_header if a]
     daemon = is_daemon_sender(msg)
     bounce_subject = bool(_BOUNCE_SUBJECT.search(subject))

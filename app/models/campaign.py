@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Column, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, utcnow
@@ -55,6 +55,13 @@ class Delivery(SQLModel, table=True):
         Index("ix_delivery_campaign_status", "campaign_id", "status"),
         Index("ix_delivery_contact", "contact_id"),
         Index("ix_delivery_message_id", "message_id"),
+        # The claims in flight, for the lease expiry (the scheduler, every few seconds).
+        Index(
+            "ix_delivery_claimed",
+            "claimed_at",
+            postgresql_where=text("status = 'claimed'"),
+            sqlite_where=text("status = 'claimed'"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

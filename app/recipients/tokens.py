@@ -69,9 +69,47 @@ def _key(secret: str) -> _Key:
     return _Key(hint=hint, cipher=AESSIV(material))
 
 
-def _keys() -> list[_Key]:
+@lru_cache(maxsize=16)
+def _key_list(secret: str, old: tuple[str, ...]) -> tuple[_Key, ...]:
+    return (_key(secret), *(_key(o) for o in old))
+
+
+def _keys() -> tuple[_Key, ...]:
     settings = get_settings()
-    return [_key(settings.ensure_secret_key()), *(_key(old) for old in settings.old_secret_keys)]
+    return _key_list(settings.ensure_secret_key(), tuple(settings.old_secret_keys))
+
+
+_B32_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+#: Every pair of base32 digits, indexed by the 10 bits they spell.
+_B32_PAIRS = tuple(a + b for a in _B32_ALPHABET for b in _B32_ALPHABET)
+
+
+def b32_lower(blob: bytes) -> str:
+    """``base64.b32encode(blob)``, lower case, without padding; ten bits at a time from
+    5-byte groups (the standard library's encoder goes through ``bytes`` and ``upper``)."""
+    pairs, from_bytes = _B32_PAIRS, int.from_bytes
+    size = len(blob)
+    whole = size - size % 5
+    out: list[str] = []
+    for i in range(0, whole, 5):
+        group = from_bytes(blob[i : i + 5], "big")
+        out += (
+            pairs[group >> 30],
+            pairs[(group >> 20) & 1023],
+            pairs[(group >> 10) & 1023],
+            pairs[group & 1023],
+        )
+    if whole < size:  # a last, partial group: pad with zero bits, keep the digits they spell
+        rest = size - whole
+        group = from_bytes(blob[whole:] + bytes(5 - rest), "big")
+        digits = (
+            pairs[group >> 30]
+            + pairs[(group >> 20) & 1023]
+            + pairs[(group >> 10) & 1023]
+            + pairs[group & 1023]
+        )
+        out.append(digits[: -(-rest * 8 // 5)])
+    return "".join(out)
 
 
 def _seal(payload: TokenPayload) -> bytes:
@@ -98,6 +136,20 @@ def _open(blob: bytes, kind: TokenKind) -> TokenPayload:
     raise BadToken("token does not verify")
 
 
+def seal(kind: TokenKind, contact_id: int, delivery_id: int | None = None) -> bytes:
+    """The sealed token, to spell as a URL token and an address token alike (the same
+    payload seals to the same bytes: AES-SIV is deterministic)."""
+    return _seal(TokenPayload(kind, contact_id, delivery_id))
+
+
+def url_spelling(sealed: bytes) -> str:
+    return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+
+
+def address_spelling(sealed: bytes) -> str:
+    return b32_lower(sealed)
+
+
 def make_url_token(kind: TokenKind, contact_id: int, delivery_id: int | None = None) -> str:
     return base64.urlsafe_b64encode(_seal(TokenPayload(kind, contact_id, delivery_id))).rstrip(b"=").decode()
 
@@ -120,7 +172,7 @@ def _canonical(blob: bytes, token: str) -> bool:
 
 
 def make_address_token(kind: TokenKind, contact_id: int, delivery_id: int | None = None) -> str:
-    return base64.b32encode(_seal(TokenPayload(kind, contact_id, delivery_id))).rstrip(b"=").decode().lower()
+    return b32_lower(_seal(TokenPayload(kind, contact_id, delivery_id)))
 
 
 def read_address_token(token: str, kind: TokenKind) -> TokenPayload:

@@ -1,6 +1,7 @@
 """Staff web UI (server-rendered, autoescaped).
 
-Pages: login/logout, dashboard, contacts (list, detail), suppressions (list, add).
+Pages: login/logout, dashboard, contacts (list, detail), suppressions (list, add); imports
+and data requests have modules of their own.
 Every page needs a logged-in, active staff user (else 303 to ``/login``); every POST form
 carries a CSRF token (else 403). The rules stay in the domain services; this module only
 reads forms, calls them and renders templates."""
@@ -15,9 +16,10 @@ from sqlmodel import Session
 
 from app.auth.actor import Actor
 from app.auth.service import authenticate_user
+from app.compliance import service as data_requests
 from app.deps import SessionDep, client_ip
 from app.errors import DomainError, NotFound
-from app.models import Channel, User
+from app.models import Channel, Role, User
 from app.suppression import repository as suppression_repo
 from app.suppression import service as suppression_service
 from app.suppression.policy import Reason
@@ -33,6 +35,8 @@ SUPPRESSIONS_PER_PAGE = 50
 MAX_PAGE = 100_000
 SESSION_USER_ID = "user_id"
 SESSION_ROLE = "role"
+#: Roles that answer data-subject requests (the "Requests" page).
+REQUEST_HANDLERS = frozenset({Role.ADMIN.value, Role.COMPLIANCE.value})
 
 #: Reasons staff may record; unsubscribe, one-click and reply come from the recipient paths.
 STAFF_REASONS: tuple[str, ...] = tuple(
@@ -59,6 +63,9 @@ def current_user(request: Request, session: SessionDep) -> User | None:
     if user is None and SESSION_USER_ID in request.session:
         request.session.pop(SESSION_USER_ID, None)  # deleted or deactivated since login
         request.session.pop(SESSION_ROLE, None)
+    if user is not None and user.role in REQUEST_HANDLERS:
+        # The nav shows it on every page, so that nobody misses the one-month deadline.
+        request.state.overdue_requests = data_requests.count_overdue(session)
     return user
 
 
@@ -175,6 +182,7 @@ def dashboard(request: Request, session: SessionDep, user: UserDep) -> Response:
         "dashboard.html",
         {
             "stats": stats,
+            "request_counts": data_requests.counts(session) if user.role in REQUEST_HANDLERS else None,
             "recent_days": service.RECENT_DAYS,
             "reason_chart": bar_chart("Active suppressions by reason", stats.suppressions_by_reason),
             "source_chart": bar_chart("Live contacts by source", stats.contacts_by_source),

@@ -88,6 +88,8 @@ def render(
         "csp_nonce": nonce,
         "sender_name": get_settings().sender_name,
         "flash": request.session.pop(FLASH_KEY, None),
+        # Set by ``current_user`` for the staff who answer data requests (else None).
+        "overdue_requests": getattr(request.state, "overdue_requests", None),
     }
     values.update(context or {})
     html = environment().get_template(f"web/{template}").render(values)

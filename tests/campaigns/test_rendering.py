@@ -140,3 +140,35 @@ def test_campaign_api_reports_template_errors_with_line(client, admin_headers) -
         "/api/v1/campaigns", json={"name": "x", "subject": "S", "html": "<p>x</p>"}, headers=admin_headers
     )
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "topic"]
+
+
+def test_renderings_are_shared_by_recipients_with_the_same_values() -> None:
+    """Subject and bodies are rendered once per distinct values of the variables they use;
+    the output is what a fresh rendering gives; a template whose values never repeat stops
+    caching; one that uses ``attributes`` (a dict) never caches."""
+    compiled = compile_campaign(
+        "Hello {{ first_name }}",
+        "<p>{{ name }} in {{ city or 'your city' }}</p><a href='{{ unsubscribe_url }}'>x</a>",
+        "Hi {{ first_name }} from {{ city }}",
+    )
+    fresh = compile_campaign(
+        "Hello {{ first_name }}",
+        "<p>{{ name }} in {{ city or 'your city' }}</p><a href='{{ unsubscribe_url }}'>x</a>",
+        "Hi {{ first_name }} from {{ city }}",
+    )
+    for i in range(1500):
+        context = {
+            **sample_context(),
+            "name": f"Ann {i}",
+            "first_name": "Ann" if i % 2 else "Bob",
+            "city": ["Berlin", "Paris", None][i % 3],
+            "unsubscribe_url": f"https://example.com/u/{i}",
+        }
+        assert compiled.render(context) == fresh.render(context)
+        fresh.subject_cache.entries.clear()
+        fresh.html_cache.entries.clear()
+        fresh.text_cache.entries.clear()
+    assert compiled.subject_cache.enabled and compiled.subject_cache.hits >= 1490
+    assert compiled.text_cache.enabled and compiled.text_cache.hits >= 1490
+    assert not compiled.html_cache.enabled and not compiled.html_cache.entries  # unique links
+    assert not compile_campaign("Hi", "{{ attributes.plan }}", None).html_cache.enabled

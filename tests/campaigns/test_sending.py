@@ -256,3 +256,37 @@ def test_test_send_and_preview(
     assert (
         client.get(f"/api/v1/campaigns/{cid}", headers=admin_headers).json()["total"] == 0
     )  # no ledger rows
+
+
+def test_slices_are_enqueued_chunk_by_chunk_each_row_once(
+    smtp_settings: Settings, session: Session, client, admin_headers, monkeypatch
+) -> None:
+    """The build actor enqueues the slices of each chunk of the ledger as soon as it is
+    written, so sending starts early; together the slices cover every row exactly once."""
+    from app.campaigns import dispatch
+    from app.campaigns import service as campaign_service
+    from workers import campaigns as actors
+
+    bulk_contacts(session, [f"c{i}@example.com" for i in range(60)])
+    cid = client.post("/api/v1/campaigns", json=CAMPAIGN, headers=admin_headers).json()["id"]
+    monkeypatch.setattr(campaign_service, "AUDIENCE_CHUNK", 17)
+    sent: list[tuple[int, int, int]] = []
+    chunks: list[int] = []
+    monkeypatch.setattr(actors.send_slice, "send", lambda *args: sent.append(args))
+    feeder = dispatch.SliceFeeder(cid)
+
+    def on_chunk() -> None:
+        chunks.append(len(sent))
+        feeder()
+
+    campaign_service.build_audience(cid, on_chunk=on_chunk)
+    feeder()
+    assert len(chunks) >= 3 and chunks[1] > 0  # slices went out before the last chunk
+    with Session(session.get_bind()) as s:
+        from sqlmodel import select
+
+        from app.models import Delivery
+
+        ids = sorted(d.id for d in s.exec(select(Delivery).where(Delivery.campaign_id == cid)))
+    covered = sorted(i for _cid, lo, hi in sent for i in ids if lo <= i <= hi)
+    assert covered == ids  # every row in exactly one slice

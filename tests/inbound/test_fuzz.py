@@ -68,3 +68,21 @@ def test_mutated_corpus_messages_classify_cleanly(raw: bytes, envelope_to: str |
     assert result.reason not in ("parser_error", "too_deeply_nested"), result.problems
     assert time.perf_counter() - started < 2.0
     result.to_detail()  # serialisable for the detail column
+
+
+def test_eight_bit_failed_recipients_header_is_read_not_a_parser_error() -> None:
+    """Found by the property above: a raw 8-bit byte in ``X-Failed-Recipients`` makes the
+    parser hand back a ``Header`` object instead of text."""
+    raw = (
+        b"From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n"
+        b"To: bounce+abc@lists.example.test\r\n"
+        b"Subject: Mail delivery failed: returning message to sender\r\n"
+        b"X-Failed-Recipients: \xffanna@example.com\r\n"
+        b"Content-Type: text/plain\r\n\r\n"
+        b"This message was created automatically by mail delivery software.\r\n\r\n"
+        b"A message that you sent could not be delivered to one or more of its\r\n"
+        b"recipients. This is a permanent error. The following address(es) failed:\r\n\r\n"
+        b"  anna@example.com\r\n    550 5.1.1 User unknown\r\n"
+    )
+    result = classify(raw)
+    assert (result.kind, result.reason) == ("bounce", "user_unknown"), result.problems
