@@ -276,11 +276,11 @@ def test_every_stripe_of_the_claim_lock_waits_for_a_claim_in_progress(db: Settin
     assert all(at >= released for at in done.values())
 
 
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)  # stripes are a PostgreSQL matter
 def test_writers_on_different_stripes_do_not_wait_for_one_another(db: Settings, session: Session) -> None:
     from app.delivery import repository as ledger
 
-    if session.get_bind().dialect.name != "postgresql":
-        pytest.skip("stripes are a PostgreSQL matter")
+    assert session.get_bind().dialect.name == "postgresql"
     holding = Session(session.get_bind())
     holding.execute(select(sa_func.pg_advisory_xact_lock(ledger.claim_lock_key(0))))
     try:
