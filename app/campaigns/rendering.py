@@ -24,7 +24,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, Tem
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from markupsafe import Markup
 
-from app.campaigns.sandbox import MAX_SIZE, RenderTimeout, TemplateSandbox, time_budget
+from app.campaigns.sandbox import RenderTimeout, TemplateSandbox, bounded_pieces, time_budget
 from app.config import TEMPLATES_DIR
 from app.delivery.message import QpEncoder
 from app.delivery.repository import CONTACT_COLUMNS
@@ -191,14 +191,7 @@ def _render(template: Template, shared: dict[str, Any]) -> str:
 def _pieces(template: Template, shared: dict[str, Any]) -> list[str]:
     """The rendered template as the pieces the compiled template yields (its literal text
     and each value), not joined; stopping once too large, like the sandbox's ``concat``."""
-    out: list[str] = []
-    size = 0
-    for piece in template.root_render_func(template.new_context(shared, shared=True)):
-        size += len(piece)
-        if size > MAX_SIZE:
-            raise SecurityError("the rendered text is too large (templates are limited in size and time)")
-        out.append(piece)
-    return out
+    return bounded_pieces(template.root_render_func(template.new_context(shared, shared=True)))
 
 
 def _literal_text(env: Environment, source: str) -> set[str]:

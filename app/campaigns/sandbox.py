@@ -124,9 +124,9 @@ def _guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
-def _bounded_concat(pieces: Iterable[str]) -> str:
-    """Join a template's output as it is produced, stopping once it is too large (instead
-    of holding all of it first)."""
+def bounded_pieces(pieces: Iterable[str]) -> list[str]:
+    """A template's output pieces, collected as they are produced and stopping once they
+    are too large (instead of holding all of it first)."""
     out: list[str] = []
     size = 0
     for piece in pieces:
@@ -134,7 +134,11 @@ def _bounded_concat(pieces: Iterable[str]) -> str:
         if size > MAX_SIZE:
             raise _refuse("the rendered text is too large")
         out.append(piece)
-    return "".join(out)
+    return out
+
+
+def _bounded_concat(pieces: Iterable[str]) -> str:
+    return "".join(bounded_pieces(pieces))
 
 
 class _GuardedCodeGenerator(CodeGenerator):

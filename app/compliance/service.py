@@ -212,27 +212,17 @@ def create(
     if received > now:
         raise ValidationProblem("the request cannot be received in the future", field="received_at")
 
-    same = select(DataRequest).where(DataRequest.kind == kind, DataRequest.status == Status.OPEN)
-    if contact is not None:
-        same = same.where(DataRequest.contact_id == contact.id)
-    else:
-        same = same.where(col(DataRequest.contact_id).is_(None), DataRequest.address_hash == address_hash)
-    existing = session.exec(same.order_by(col(DataRequest.id))).first()
-    if existing is not None:
-        return view(session, existing, now=now), False
-
-    request = DataRequest(
+    request, created = open_request(
+        session,
+        kind=kind,
         contact_id=contact.id if contact is not None else None,
         address_hash=address_hash,
-        kind=kind,
-        status=Status.OPEN,
         channel=channel,
         note=clean_note,
         received_at=received,
-        due_at=received + timedelta(days=get_settings().data_request_due_days),
     )
-    session.add(request)
-    session.flush()
+    if not created:
+        return view(session, request, now=now), False
     audit.record(
         session,
         actor,
@@ -243,6 +233,42 @@ def create(
     )
     session.flush()
     return _view(request, contact, now), True
+
+
+def open_request(
+    session: Session,
+    *,
+    kind: str,
+    contact_id: int | None,
+    address_hash: str | None,
+    channel: str,
+    note: str | None,
+    received_at: datetime,
+) -> tuple[DataRequest, bool]:
+    """The person's open request of this kind, or a new one, due
+    ``data_request_due_days`` after it arrived. Returns (request, created): an open request
+    is never repeated, wherever the new one comes from (preference centre, staff)."""
+    same = select(DataRequest).where(DataRequest.kind == kind, DataRequest.status == Status.OPEN)
+    if contact_id is not None:
+        same = same.where(DataRequest.contact_id == contact_id)
+    else:
+        same = same.where(col(DataRequest.contact_id).is_(None), DataRequest.address_hash == address_hash)
+    existing = session.exec(same.order_by(col(DataRequest.id))).first()
+    if existing is not None:
+        return existing, False
+    request = DataRequest(
+        contact_id=contact_id,
+        address_hash=address_hash,
+        kind=kind,
+        status=Status.OPEN,
+        channel=channel,
+        note=note,
+        received_at=received_at,
+        due_at=received_at + timedelta(days=get_settings().data_request_due_days),
+    )
+    session.add(request)
+    session.flush()
+    return request, True
 
 
 def _require_open(request: DataRequest) -> None:

@@ -48,6 +48,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
 from app.auth.actor import Actor
+from app.compliance.service import open_request
 from app.config import TEMPLATES_DIR, Settings, get_settings
 from app.contacts.identifiers import mask_email, normalise_email
 from app.db import get_engine, run_after_commit, session_scope
@@ -1246,29 +1247,16 @@ def request_data(
     """Record an access or erasure request for compliance staff, due in a month.
     Returns (view, request, created); an open request of the same kind is not repeated."""
     recipient = resolve_preferences(session, token)
-    existing = session.exec(
-        select(DataRequest).where(
-            DataRequest.contact_id == recipient.contact_id,
-            DataRequest.kind == kind,
-            DataRequest.status == "open",
-        )
-    ).first()
-    created = existing is None
-    if existing is None:
-        now = utcnow()
-        existing = DataRequest(
-            contact_id=recipient.contact_id,
-            address_hash=recipient.contact.email_hash,
-            kind=kind,
-            status="open",
-            channel="web",
-            note="Asked for in the preference centre"
-            + (f" (link from delivery {recipient.delivery_id})" if recipient.delivery_id else ""),
-            received_at=now,
-            due_at=now + timedelta(days=get_settings().data_request_due_days),
-        )
-        session.add(existing)
-        session.flush()
+    existing, created = open_request(
+        session,
+        kind=kind,
+        contact_id=recipient.contact_id,
+        address_hash=recipient.contact.email_hash,
+        channel="web",
+        note="Asked for in the preference centre"
+        + (f" (link from delivery {recipient.delivery_id})" if recipient.delivery_id else ""),
+        received_at=utcnow(),
+    )
     return preference_view(session, recipient), existing, created
 
 
