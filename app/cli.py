@@ -160,6 +160,13 @@ def demo(
             f"{c.get('duplicates', 0)}, rejected {c.get('rejected', 0)}, kept opted out "
             f"{c.get('kept_suppressed', 0)} (see /imports in the web UI)"
         )
+        from app.demo import demo_campaign
+
+        with session_scope() as session:
+            campaign_id = demo_campaign(session)
+        mail = settings.resolved_smtp_url
+        typer.echo(f"demo campaign {campaign_id}, to the members who may get it (mail: {mail}):")
+        campaign_send(campaign_id)
     else:
         typer.echo("demo contacts were already there")
     typer.echo(f"web UI login: {result.admin_email} / {result.admin_password}")

@@ -237,6 +237,7 @@ def demo_import(var_dir: Path) -> Import:
             note="asked by phone to hear no more (demo)",
             actor=staff,
         )
+    var_dir.mkdir(parents=True, exist_ok=True)  # on PostgreSQL nothing else may have made it
     path = var_dir / "demo-event-leads.csv"
     path.write_text(DEMO_LEADS, encoding="utf-8")
     with session_scope() as session, path.open("rb") as handle:
@@ -255,3 +256,29 @@ def demo_import(var_dir: Path) -> Import:
     imports.run(import_id, processes=0)
     with session_scope() as session:
         return imports.get(session, import_id)
+
+
+DEMO_CAMPAIGN = {
+    "name": "Member updates: welcome (demo)",
+    "topic": "member-updates",
+    "purpose": "marketing",
+    "subject": "Hello {{ first_name or 'there' }}: what is new for members",
+    "html": (
+        "<h1>Hello {{ first_name or 'there' }}</h1>"
+        "<p>This is the demo campaign. It went to every demo contact subscribed to member "
+        "updates who had not opted out, bounced, complained or been erased; the footer below "
+        "carries the one-click unsubscribe link and the preference centre.</p>"
+    ),
+}
+
+
+def demo_campaign(session: Session) -> int:
+    """A draft campaign to the demo contacts subscribed to member updates; its id."""
+    from app.campaigns import service as campaigns
+    from app.campaigns.schemas import CampaignIn
+
+    campaign = campaigns.create(
+        session, CampaignIn.model_validate(DEMO_CAMPAIGN), Actor(kind="staff", role=Role.MARKETER)
+    )
+    assert campaign.id is not None
+    return campaign.id
