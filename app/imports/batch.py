@@ -31,7 +31,7 @@ from sqlmodel import Session
 from app.auth.actor import Actor
 from app.contacts import service as contacts_service
 from app.contacts.identifiers import postal_key
-from app.imports.bulk import CONTACT, EVENT, PREFERENCE, REJECT, SEEN, Bulk, bulk_for
+from app.imports.bulk import CONTACT, EVENT, PREFERENCE, REJECT, SEEN, Bulk, Columns, bulk_for
 from app.imports.prepare import Lead, Reject, keyed
 from app.models import Contact, utcnow
 from app.models.base import Channel, PreferenceStatus
@@ -41,8 +41,6 @@ from app.suppression.policy import BLOCKING_REASONS, OPT_OUT_REASONS, Reason
 
 #: Profile fields an import merges (the email is the key and never changes).
 MERGED_FIELDS = tuple(f for f in contacts_service.PROFILE_FIELDS if f != "email")
-#: A new contact's profile columns before its row's values fill them.
-_BLANK: dict[str, Any] = dict.fromkeys(MERGED_FIELDS)
 CONTACT_COLUMNS = (
     "id",
     "email_hash",
@@ -195,8 +193,8 @@ def _person_suppressions(world: World, hashes: Iterable[str | None]) -> list[Sup
 class _Plan:
     lead: Lead
     contact_id: int | None
-    #: Set for a new contact: its row, inserted in bulk.
-    new_row: dict[str, Any] | None = None
+    #: A new contact, inserted in bulk.
+    new: bool = False
     hashes: tuple[str | None, ...] = ()
     outcome: str = "unchanged"
 
@@ -248,27 +246,11 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
                 slow.append(plan)
             continue
         if existing is None:
-            values = lead.values
-            row = {
-                **_BLANK,
-                **values,
-                "age_confirmed": bool(values.get("age_confirmed", False)),
-                "email": lead.email,
-                "email_hash": lead.email_hash,
-                "domain_hash": lead.domain_hash,
-                "phone_hash": lead.phone_hash,
-                "postal_hash": lead.postal_hash,
-                "attributes": dict(lead.attributes),
-                "source": job.source,
-                "source_detail": _detail(job, lead.row),
-                "created_at": now,
-                "updated_at": now,
-            }
             plans.append(
                 _Plan(
                     lead,
                     None,
-                    new_row=row,
+                    new=True,
                     hashes=(lead.email_hash, lead.phone_hash, lead.postal_hash),
                     outcome="created",
                 )
@@ -300,14 +282,13 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
             )
         )
 
-    new_plans = [p for p in plans if p.new_row is not None]
-    ids = bulk.insert_returning_ids(CONTACT, [p.new_row for p in new_plans if p.new_row is not None])
+    new_plans = [p for p in plans if p.new]
+    ids = bulk.insert_columns_returning_ids(CONTACT, _new_contacts(job, new_plans, now), len(new_plans))
     for plan, contact_id in zip(new_plans, ids, strict=True):
         plan.contact_id = contact_id
     bulk.update_contacts(updates)
 
-    events: list[dict[str, Any]] = []
-    event_prefs: list[tuple[int, str, str | None]] = []
+    consents: list[tuple[_Plan, str, str | None]] = []
     for plan in plans:
         lead = plan.lead
         if plan.outcome in ("kept_erased", "rejected_age"):
@@ -325,28 +306,27 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
                 continue
             if prefs.get((channel, topic)) == PreferenceStatus.OPTED_IN:
                 continue
-            events.append(_event(job, plan, channel, topic, now))
-            event_prefs.append((plan.contact_id, channel, topic))
+            consents.append((plan, channel, topic))
         if refused:
             counts["kept_suppressed"] += 1
 
-    if events:
-        event_ids = bulk.insert_returning_ids(EVENT, events)
-        bulk.insert(
+    if consents:
+        n = len(consents)
+        event_ids = bulk.insert_columns_returning_ids(EVENT, _events(job, consents, now), n)
+        contact_ids = [plan.contact_id for plan, _, _ in consents]
+        bulk.insert_columns(
             PREFERENCE,
-            [
-                {
-                    "contact_id": cid,
-                    "channel": ch,
-                    "topic": tp,
-                    "status": PreferenceStatus.OPTED_IN.value,
-                    "updated_at": now,
-                    "consent_event_id": eid,
-                }
-                for (cid, ch, tp), eid in zip(event_prefs, event_ids, strict=True)
-            ],
+            {
+                "contact_id": contact_ids,
+                "channel": [channel for _, channel, _ in consents],
+                "topic": [topic for _, _, topic in consents],
+                "status": [PreferenceStatus.OPTED_IN.value] * n,
+                "updated_at": [now] * n,
+                "consent_event_id": event_ids,
+            },
+            n,
         )
-        counts["consents"] += len(events)
+        counts["consents"] += n
 
     for plan in slow:
         _apply_slowly(session, job, plan, counts)
@@ -412,39 +392,74 @@ def _age_reason(plan: _Plan) -> str:
     return f"refused: the person is under {minimum}"
 
 
-def _event(job: Job, plan: _Plan, channel: str, topic: str | None, now: Any) -> dict[str, Any]:
-    lead = plan.lead
-    hashes = dict(zip(("email", "phone", "postal"), plan.hashes, strict=False))
-    address_hash = hashes.get(channel) or next((h for h in plan.hashes if h), None)
-    evidence: dict[str, Any] = {
-        "import_id": job.import_id,
-        "row": lead.row,
-        "file": job.filename,
-        "source": job.source,
+def _new_contacts(job: Job, plans: list[_Plan], now: Any) -> Columns:
+    """The rows of new contacts, column by column (no dict per row: a batch of thousands
+    of leads is mostly new people)."""
+    leads = [plan.lead for plan in plans]
+    n = len(leads)
+    columns: Columns = {
+        "email": [lead.email for lead in leads],
+        "email_hash": [lead.email_hash for lead in leads],
+        "domain_hash": [lead.domain_hash for lead in leads],
+        "phone_hash": [lead.phone_hash for lead in leads],
+        "postal_hash": [lead.postal_hash for lead in leads],
     }
-    if lead.given_at.get(channel):
-        evidence["given_at"] = lead.given_at[channel]
-    if lead.consent_ip:
-        evidence["consent_ip"] = lead.consent_ip
-    if lead.merged_rows:
-        evidence["rows"] = [lead.row, *lead.merged_rows]
+    given = set().union(*(lead.values.keys() for lead in leads)) if leads else set()
+    for name in MERGED_FIELDS:
+        if name == "age_confirmed":
+            columns[name] = [bool(lead.values.get(name)) for lead in leads]
+        elif name in given:
+            columns[name] = [lead.values.get(name) for lead in leads]
+    columns["attributes"] = [dict(lead.attributes) for lead in leads]
+    columns["source"] = [job.source] * n
+    columns["source_detail"] = [_detail(job, lead.row) for lead in leads]
+    columns["created_at"] = columns["updated_at"] = [now] * n
+    return columns
+
+
+def _events(job: Job, consents: list[tuple[_Plan, str, str | None]], now: Any) -> Columns:
+    """The consent events of opt-ins, column by column."""
+    n = len(consents)
+    address_hashes: list[str | None] = []
+    texts: list[str | None] = []
+    versions: list[str | None] = []
+    evidences: list[dict[str, Any]] = []
+    for plan, channel, _ in consents:
+        lead = plan.lead
+        hashes = dict(zip(("email", "phone", "postal"), plan.hashes, strict=False))
+        address_hashes.append(hashes.get(channel) or next((h for h in plan.hashes if h), None))
+        texts.append(lead.texts.get(channel) or job.consent_text)
+        versions.append(lead.consent_version or job.consent_version)
+        evidence: dict[str, Any] = {
+            "import_id": job.import_id,
+            "row": lead.row,
+            "file": job.filename,
+            "source": job.source,
+        }
+        if lead.given_at.get(channel):
+            evidence["given_at"] = lead.given_at[channel]
+        if lead.consent_ip:
+            evidence["consent_ip"] = lead.consent_ip
+        if lead.merged_rows:
+            evidence["rows"] = [lead.row, *lead.merged_rows]
+        evidences.append(evidence)
     return {
-        "contact_id": plan.contact_id,
-        "address_hash": address_hash,
-        "channel": channel,
-        "topic": topic,
-        "status": PreferenceStatus.OPTED_IN.value,
-        "previous_status": None,
-        "method": contacts_service.METHOD_BY_SOURCE.get(job.source, "import"),
-        "actor": job.actor.kind,
-        "actor_user_id": job.actor.user_id,
-        "actor_token_id": job.actor.token_id,
-        "text_shown": lead.texts.get(channel) or job.consent_text,
-        "text_version": lead.consent_version or job.consent_version,
-        "ip": None,
-        "user_agent": None,
-        "evidence": evidence,
-        "occurred_at": now,
+        "contact_id": [plan.contact_id for plan, _, _ in consents],
+        "address_hash": address_hashes,
+        "channel": [channel for _, channel, _ in consents],
+        "topic": [topic for _, _, topic in consents],
+        "status": [PreferenceStatus.OPTED_IN.value] * n,
+        "previous_status": [None] * n,
+        "method": [contacts_service.METHOD_BY_SOURCE.get(job.source, "import")] * n,
+        "actor": [job.actor.kind] * n,
+        "actor_user_id": [job.actor.user_id] * n,
+        "actor_token_id": [job.actor.token_id] * n,
+        "text_shown": texts,
+        "text_version": versions,
+        "ip": [None] * n,
+        "user_agent": [None] * n,
+        "evidence": evidences,
+        "occurred_at": [now] * n,
     }
 
 

@@ -21,6 +21,7 @@ import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from multiprocessing import get_context
@@ -376,37 +377,52 @@ def _run_partition_noting_errors(
 def _run_partition(
     work: _Work, partition: int, partitions: int, on_progress: Callable[[Progress], None] | None
 ) -> None:
+    """Read this partition's rows and write them batch by batch, in file order. A thread
+    writes one batch while this one reads and prepares the next, so the database's time
+    overlaps the Python work; at most two batches are held at once."""
     with session_scope() as session:
         done = dict((get(session, work.import_id).progress or {}).get("done") or {})
     after = int(done.get(str(partition), 1))  # row 1 is the header
     batch: list[tuple[int, list[str], str | None]] = []
     seen_rows = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"import-{work.import_id}-writer") as writer:
+        pending: Future[Progress] | None = None
 
-    def flush() -> None:
-        nonlocal batch, seen_rows
-        if not batch and not seen_rows:
-            return
-        last = batch[-1][0] if batch else after
-        progress = _write_batch(work, partition, prepare_batch(batch, work.ctx), seen_rows, last)
-        batch, seen_rows = [], 0
-        if on_progress is not None:
-            on_progress(progress)
+        def settle() -> None:
+            nonlocal pending
+            if pending is not None:
+                progress = pending.result()
+                pending = None
+                if on_progress is not None:
+                    on_progress(progress)
 
-    last_row = after
-    for record in csvfile.records(Path(work.path), work.fmt):
-        if record.row <= after:
-            continue
-        last_row = record.row
-        if record.error is None and partition_of(record.cells, work.email_at, partitions) != partition:
-            continue
-        if record.error is not None and partition != 0:
-            continue
-        batch.append((record.row, record.cells, record.error))
-        seen_rows += 1
-        if len(batch) >= work.batch_size:
+        def flush() -> None:
+            nonlocal batch, seen_rows, pending
+            if not batch and not seen_rows:
+                return
+            last = batch[-1][0] if batch else after
+            items = prepare_batch(batch, work.ctx)
+            settle()
+            pending = writer.submit(_write_batch, work, partition, items, seen_rows, last)
+            batch, seen_rows = [], 0
+
+        last_row = after
+        for record in csvfile.records(Path(work.path), work.fmt):
+            if record.row <= after:
+                continue
+            last_row = record.row
+            if record.error is None:
+                if partitions > 1 and partition_of(record.cells, work.email_at, partitions) != partition:
+                    continue
+            elif partition != 0:
+                continue
+            batch.append(record)
+            seen_rows += 1
+            if len(batch) >= work.batch_size:
+                flush()
+        if batch:
             flush()
-    if batch:
-        flush()
+        settle()
     if last_row > after:
         _mark_done(work.import_id, partition, last_row)
 
