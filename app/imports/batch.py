@@ -53,6 +53,11 @@ CONTACT_COLUMNS = (
 )
 
 
+_OPTED_IN = PreferenceStatus.OPTED_IN.value
+#: Where a plan's hashes hold each channel's address.
+_HASH_AT = {"email": 0, "phone": 1, "postal": 2}
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """What a batch needs to know of its import."""
@@ -229,8 +234,8 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
     plans: list[_Plan] = []
     updates: list[dict[str, Any]] = []
     slow: list[_Plan] = []
+    counts["duplicates"] += sum(len(lead.merged_rows) for lead in leads)
     for lead in leads:
-        counts["duplicates"] += len(lead.merged_rows)
         existing = world.contacts.get(lead.key)
         erased = bool(world.suppressions) and any(
             s.reason in (Reason.ERASURE, Reason.UNDERAGE)
@@ -289,6 +294,8 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
     bulk.update_contacts(updates)
 
     consents: list[tuple[_Plan, str, str | None]] = []
+    no_prefs: dict[tuple[str, str | None], str] = {}
+    kept = 0
     for plan in plans:
         lead = plan.lead
         if plan.outcome in ("kept_erased", "rejected_age"):
@@ -297,18 +304,21 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
             slow.append(plan)
             continue
         assert plan.contact_id is not None
-        prefs = world.preferences.get(plan.contact_id, {})
+        prefs = world.preferences.get(plan.contact_id, no_prefs) if world.preferences else no_prefs
         supps = _person_suppressions(world, plan.hashes) if world.suppressions else []
+        if not prefs and not supps:  # nothing can refuse or repeat an opt-in
+            consents.extend((plan, channel, topic) for channel, topic in lead.opt_ins)
+            continue
         refused = False
         for channel, topic in lead.opt_ins:
-            if (prefs or supps) and refusal(prefs, supps, channel, topic):
+            if refusal(prefs, supps, channel, topic):
                 refused = True
                 continue
-            if prefs.get((channel, topic)) == PreferenceStatus.OPTED_IN:
+            if prefs.get((channel, topic)) == _OPTED_IN:
                 continue
             consents.append((plan, channel, topic))
-        if refused:
-            counts["kept_suppressed"] += 1
+        kept += refused
+    counts["kept_suppressed"] += kept
 
     if consents:
         n = len(consents)
@@ -320,7 +330,7 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
                 "contact_id": contact_ids,
                 "channel": [channel for _, channel, _ in consents],
                 "topic": [topic for _, _, topic in consents],
-                "status": [PreferenceStatus.OPTED_IN.value] * n,
+                "status": [_OPTED_IN] * n,
                 "updated_at": [now] * n,
                 "consent_event_id": event_ids,
             },
@@ -426,8 +436,9 @@ def _events(job: Job, consents: list[tuple[_Plan, str, str | None]], now: Any) -
     evidences: list[dict[str, Any]] = []
     for plan, channel, _ in consents:
         lead = plan.lead
-        hashes = dict(zip(("email", "phone", "postal"), plan.hashes, strict=False))
-        address_hashes.append(hashes.get(channel) or next((h for h in plan.hashes if h), None))
+        hashes = plan.hashes
+        found = hashes[_HASH_AT[channel]] if len(hashes) == 3 else None
+        address_hashes.append(found or next((h for h in hashes if h), None))
         texts.append(lead.texts.get(channel) or job.consent_text)
         versions.append(lead.consent_version or job.consent_version)
         evidence: dict[str, Any] = {
@@ -448,7 +459,7 @@ def _events(job: Job, consents: list[tuple[_Plan, str, str | None]], now: Any) -
         "address_hash": address_hashes,
         "channel": [channel for _, channel, _ in consents],
         "topic": [topic for _, _, topic in consents],
-        "status": [PreferenceStatus.OPTED_IN.value] * n,
+        "status": [_OPTED_IN] * n,
         "previous_status": [None] * n,
         "method": [contacts_service.METHOD_BY_SOURCE.get(job.source, "import")] * n,
         "actor": [job.actor.kind] * n,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Column, Index, String
+from sqlalchemy import Column, Index, String, text
 from sqlmodel import Field, SQLModel
 
 from app.models.base import JSONType, UTCDateTime, utcnow
@@ -16,10 +16,19 @@ class Contact(SQLModel, table=True):
     __tablename__ = "contact"
     __table_args__ = (
         Index("ix_contact_email_hash", "email_hash", unique=True),
-        Index("ix_contact_phone_hash", "phone_hash"),
-        Index("ix_contact_postal_hash", "postal_hash"),
+        Index(
+            "ix_contact_phone_hash",
+            "phone_hash",
+            postgresql_where=text("phone_hash IS NOT NULL"),
+            sqlite_where=text("phone_hash IS NOT NULL"),
+        ),
+        Index(
+            "ix_contact_postal_hash",
+            "postal_hash",
+            postgresql_where=text("postal_hash IS NOT NULL"),
+            sqlite_where=text("postal_hash IS NOT NULL"),
+        ),
         Index("ix_contact_domain_hash", "domain_hash"),
-        Index("ix_contact_created_at", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -12,7 +12,7 @@ from app.auth.actor import Actor
 from app.contacts import service as contacts
 from app.db import session_scope
 from app.imports import service
-from app.models import ConsentEvent, Contact, Import, ImportSeen, Preference, Suppression
+from app.models import ConsentEvent, Contact, Import, ImportSeen, Preference, Suppression, Topic
 from app.models.base import Channel, PreferenceStatus, Purpose
 from app.suppression import gate
 from app.suppression.service import add_for_address
@@ -94,6 +94,45 @@ def test_rows_land_with_consent_evidence_and_bad_rows_are_reported(db, tmp_path:
     assert event.text_shown == "Tick to get our offers" and event.text_version == "v3"
     assert event.evidence["given_at"] == "2025-03-01" and event.evidence["row"] == 2
     assert _count(ImportSeen) == 0  # the import's scratch table is emptied when it ends
+
+
+def test_every_preference_names_the_consent_event_that_explains_it(db, tmp_path: Path) -> None:
+    """No foreign key holds ``preference.consent_event_id`` or ``preference.topic`` (migration
+    0005): the import itself must write an existing event of the same person, channel and
+    topic, and only known topics — with the fast batch path and the slow one (opt-outs)."""
+    path = write(
+        tmp_path,
+        [HEADER]
+        + [
+            [
+                f"p{i}@example.com",
+                f"P{i}",
+                "",
+                "",
+                "yes",
+                "2025-03-01",
+                ["special-offers", "", "surveys"][i % 3],
+            ]
+            for i in range(30)
+        ]
+        + [["q@example.com", "Q", "", "", "no", "", ""]],
+    )
+    job = run_import(path)
+    assert job.counts["consents"] == 30 and job.counts["opt_outs"] == 1
+    with session_scope() as session:
+        topics = set(session.exec(select(Topic.slug)))
+        prefs = session.exec(select(Preference)).all()
+        assert len(prefs) == 31
+        for pref in prefs:
+            assert pref.topic is None or pref.topic in topics
+            event = session.get(ConsentEvent, pref.consent_event_id)
+            assert event is not None, pref
+            assert (event.contact_id, event.channel, event.topic, event.status) == (
+                pref.contact_id,
+                pref.channel,
+                pref.topic,
+                pref.status,
+            )
 
 
 def test_consent_yes_never_resubscribes_an_opted_out_or_suppressed_person(db, tmp_path: Path) -> None:
