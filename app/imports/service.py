@@ -13,15 +13,18 @@ Rules (DESIGN.md invariants 3 and 6):
 from __future__ import annotations
 
 import csv
+import gc
 import hashlib
 import io
 import json
 import logging
+import threading
 import uuid
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
 from multiprocessing import get_context
@@ -353,7 +356,32 @@ def _partition_process(settings: Settings, work: _Work, partition: int, partitio
     from app.config import use_settings
 
     use_settings(settings)
+    gc.freeze()  # what the process imported lives to its end: no collection need look at it
     _run_partition_noting_errors(work, partition, partitions, None)
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """An import allocates millions of short-lived objects with no cycles among them (cells,
+    leads, COPY text); the default collector thresholds made collections a third of its
+    Python time. Collect less often while it runs (memory stays bounded: batches are)."""
+    with _GC_LOCK:
+        if not _GC_USERS:
+            _GC_USERS.append(gc.get_threshold())
+            gc.set_threshold(50_000, 20, 100)
+        _GC_USERS.append(None)
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _GC_USERS.pop()
+            if len(_GC_USERS) == 1:  # the last import of this process: thresholds as they were
+                gc.set_threshold(*_GC_USERS.pop())
+
+
+_GC_LOCK = threading.Lock()
+#: The thresholds before the first running import, then one entry per running import.
+_GC_USERS: list[Any] = []
 
 
 def _run_partition_noting_errors(
@@ -362,7 +390,8 @@ def _run_partition_noting_errors(
     """Run a partition; an error is noted on the import (it stays ``running``: the job's
     retry resumes it) and raised again."""
     try:
-        _run_partition(work, partition, partitions, on_progress)
+        with _fewer_collections():
+            _run_partition(work, partition, partitions, on_progress)
     except Exception as exc:
         log.exception("import %s, partition %s failed", work.import_id, partition)
         try:

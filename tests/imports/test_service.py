@@ -490,3 +490,15 @@ def test_requeue_picks_up_imports_nobody_is_running(db, tmp_path: Path) -> None:
     with session_scope() as session:
         assert service.requeue_stale(session, now=utcnow()) == []
         assert service.requeue_stale(session, now=utcnow() + timedelta(minutes=11)) == [import_id]
+
+
+def test_imports_collect_less_often_and_put_the_thresholds_back() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    with service._fewer_collections():
+        assert gc.get_threshold()[0] == 50_000
+        with service._fewer_collections():  # a second import in the same process
+            assert gc.get_threshold()[0] == 50_000
+        assert gc.get_threshold()[0] == 50_000  # the first is still running
+    assert gc.get_threshold() == before
