@@ -288,7 +288,8 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
         )
 
     new_plans = [p for p in plans if p.new]
-    ids = bulk.insert_columns_returning_ids(CONTACT, _new_contacts(job, new_plans, now), len(new_plans))
+    clock = None if bulk.database_clock else now  # None: the database's now()
+    ids = bulk.insert_columns_returning_ids(CONTACT, _new_contacts(job, new_plans, clock), len(new_plans))
     for plan, contact_id in zip(new_plans, ids, strict=True):
         plan.contact_id = contact_id
     bulk.update_contacts(updates)
@@ -322,20 +323,18 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
 
     if consents:
         n = len(consents)
-        event_ids = bulk.insert_columns_returning_ids(EVENT, _events(job, consents, now), n)
+        event_ids = bulk.insert_columns_returning_ids(EVENT, _events(job, consents, clock), n)
         contact_ids = [plan.contact_id for plan, _, _ in consents]
-        bulk.insert_columns(
-            PREFERENCE,
-            {
-                "contact_id": contact_ids,
-                "channel": [channel for _, channel, _ in consents],
-                "topic": [topic for _, _, topic in consents],
-                "status": [_OPTED_IN] * n,
-                "updated_at": [now] * n,
-                "consent_event_id": event_ids,
-            },
-            n,
-        )
+        preferences: Columns = {
+            "contact_id": contact_ids,
+            "channel": [channel for _, channel, _ in consents],
+            "topic": [topic for _, _, topic in consents],
+            "status": [_OPTED_IN] * n,
+            "consent_event_id": event_ids,
+        }
+        if clock is not None:
+            preferences["updated_at"] = [clock] * n
+        bulk.insert_columns(PREFERENCE, preferences, n)
         counts["consents"] += n
 
     for plan in slow:
@@ -404,7 +403,7 @@ def _age_reason(plan: _Plan) -> str:
 
 def _new_contacts(job: Job, plans: list[_Plan], now: Any) -> Columns:
     """The rows of new contacts, column by column (no dict per row: a batch of thousands
-    of leads is mostly new people)."""
+    of leads is mostly new people). ``now`` None: the database stamps them."""
     leads = [plan.lead for plan in plans]
     n = len(leads)
     columns: Columns = {
@@ -423,12 +422,14 @@ def _new_contacts(job: Job, plans: list[_Plan], now: Any) -> Columns:
     columns["attributes"] = [dict(lead.attributes) for lead in leads]
     columns["source"] = [job.source] * n
     columns["source_detail"] = [_detail(job, lead.row) for lead in leads]
-    columns["created_at"] = columns["updated_at"] = [now] * n
+    if now is not None:
+        columns["created_at"] = columns["updated_at"] = [now] * n
     return columns
 
 
 def _events(job: Job, consents: list[tuple[_Plan, str, str | None]], now: Any) -> Columns:
-    """The consent events of opt-ins, column by column."""
+    """The consent events of opt-ins, column by column. ``now`` None: the database stamps
+    them."""
     n = len(consents)
     address_hashes: list[str | None] = []
     texts: list[str | None] = []
@@ -454,7 +455,7 @@ def _events(job: Job, consents: list[tuple[_Plan, str, str | None]], now: Any) -
         if lead.merged_rows:
             evidence["rows"] = [lead.row, *lead.merged_rows]
         evidences.append(evidence)
-    return {
+    columns: Columns = {
         "contact_id": [plan.contact_id for plan, _, _ in consents],
         "address_hash": address_hashes,
         "channel": [channel for _, channel, _ in consents],
@@ -470,8 +471,10 @@ def _events(job: Job, consents: list[tuple[_Plan, str, str | None]], now: Any) -
         "ip": [None] * n,
         "user_agent": [None] * n,
         "evidence": evidences,
-        "occurred_at": [now] * n,
     }
+    if now is not None:
+        columns["occurred_at"] = [now] * n
+    return columns
 
 
 def _apply_slowly(session: Session, job: Job, plan: _Plan, counts: Counter[str]) -> None:

@@ -36,6 +36,10 @@ def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[An
 class Bulk:
     """Generic path (SQLite, or any SQLAlchemy dialect)."""
 
+    #: Write timestamps (contact created/updated, event occurred, preference updated) may be
+    #: left out of inserts: the database fills them (PostgreSQL, migration 0005).
+    database_clock = False
+
     def __init__(self, session: Session) -> None:
         self.session = session
 
@@ -127,6 +131,8 @@ class Bulk:
 
 class PostgresBulk(Bulk):
     """``COPY`` and array parameters on the session's psycopg connection."""
+
+    database_clock = True
 
     _sequences: dict[str, str] = {}
 
@@ -328,7 +334,7 @@ def _hex_array(keys: Iterable[str]) -> str:
     """A text[] literal of keyed hashes (hex digits only: nothing to quote). psycopg's
     list adaptation costs more than the lookup itself for thousands of keys."""
     values = list(keys)
-    if any(not k.isalnum() for k in values):
+    if not all(map(str.isalnum, values)):
         raise ValueError("not a keyed hash")
     return "{" + ",".join(values) + "}"
 

@@ -12,7 +12,12 @@ about 13 µs, 10 of them in its three foreign-key checks. This revision:
   ``preference.contact_id`` keeps its foreign key (and its cascade);
 - drops ``ix_contact_created_at``, which no query uses (contacts list by id);
 - makes ``ix_contact_phone_hash`` and ``ix_contact_postal_hash`` partial (``IS NOT
-  NULL``): most leads have neither, and every lookup is by a given hash.
+  NULL``): most leads have neither, and every lookup is by a given hash;
+- on PostgreSQL, gives the write timestamps of contact, consent_event and preference a
+  default of ``now()`` (the transaction's start), so an import's ``COPY`` leaves them out:
+  parsing a timestamp cost about 0.65 µs, four per lead. The ORM always sends its own
+  values; SQLite (one writer, no ``COPY``) keeps its tables as they are, since rebuilding
+  them would drop consent_event's append-only triggers.
 
 Revision ID: 0005
 Revises: 0004
@@ -58,9 +63,24 @@ def upgrade() -> None:
             postgresql_where=sa.text(f"{column} IS NOT NULL"),
             sqlite_where=sa.text(f"{column} IS NOT NULL"),
         )
+    if op.get_bind().dialect.name == "postgresql":
+        for table, column in _NOW_DEFAULTS:
+            op.alter_column(table, column, server_default=sa.text("now()"))
+
+
+#: (table, column) written by imports with the database's clock on PostgreSQL.
+_NOW_DEFAULTS = (
+    ("contact", "created_at"),
+    ("contact", "updated_at"),
+    ("consent_event", "occurred_at"),
+    ("preference", "updated_at"),
+)
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for table, column in _NOW_DEFAULTS:
+            op.alter_column(table, column, server_default=None)
     for column in ("phone_hash", "postal_hash"):
         op.drop_index(f"ix_contact_{column}", table_name="contact")
         op.create_index(f"ix_contact_{column}", "contact", [column])

@@ -3,6 +3,7 @@ duplicates merge, and nobody who opted out is ever subscribed again."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from app.auth.actor import Actor
 from app.contacts import service as contacts
 from app.db import session_scope
 from app.imports import service
-from app.models import ConsentEvent, Contact, Import, ImportSeen, Preference, Suppression, Topic
+from app.models import ConsentEvent, Contact, Import, ImportSeen, Preference, Suppression, Topic, utcnow
 from app.models.base import Channel, PreferenceStatus, Purpose
 from app.suppression import gate
 from app.suppression.service import add_for_address
@@ -133,6 +134,11 @@ def test_every_preference_names_the_consent_event_that_explains_it(db, tmp_path:
                 pref.topic,
                 pref.status,
             )
+            # Stamped by the database's clock on PostgreSQL, by the batch's on SQLite.
+            contact = session.get(Contact, pref.contact_id)
+            assert contact is not None
+            for moment in (event.occurred_at, pref.updated_at, contact.created_at, contact.updated_at):
+                assert abs(moment - utcnow()) < timedelta(minutes=5)
 
 
 def test_consent_yes_never_resubscribes_an_opted_out_or_suppressed_person(db, tmp_path: Path) -> None:
