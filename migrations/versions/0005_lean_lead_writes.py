@@ -17,7 +17,12 @@ about 13 µs, 10 of them in its three foreign-key checks. This revision:
   default of ``now()`` (the transaction's start), so an import's ``COPY`` leaves them out:
   parsing a timestamp cost about 0.65 µs, four per lead. The ORM always sends its own
   values; SQLite (one writer, no ``COPY``) keeps its tables as they are, since rebuilding
-  them would drop consent_event's append-only triggers.
+  them would drop consent_event's append-only triggers;
+- on PostgreSQL, makes every hex hash column compare bytewise (``COLLATE "C"``): under
+  the database's default collation (C.UTF-8 here) each comparison went through the
+  locale, and an import probes and inserts into these indexes several times per lead
+  (measured: lookups by hash 40 % faster, about 1 µs saved per index insert). Hex digits
+  sort the same either way, so no query's answer changes.
 
 Revision ID: 0005
 Revises: 0004
@@ -66,6 +71,32 @@ def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         for table, column in _NOW_DEFAULTS:
             op.alter_column(table, column, server_default=sa.text("now()"))
+        _collate("C")
+
+
+#: (table, column) of hex hashes, compared bytewise on PostgreSQL.
+_HASH_COLUMNS = (
+    ("contact", "email_hash"),
+    ("contact", "domain_hash"),
+    ("contact", "phone_hash"),
+    ("contact", "postal_hash"),
+    ("consent_event", "address_hash"),
+    ("suppression", "address_hash"),
+    ("data_request", "address_hash"),
+    ("import_seen", "key_hash"),
+    ("api_token", "token_hash"),
+)
+
+
+def _collate(collation: str | None) -> None:
+    for table, column in _HASH_COLUMNS:
+        op.alter_column(
+            table,
+            column,
+            type_=sa.String(64, collation=collation),
+            existing_type=sa.String(64),
+            postgresql_using=f'"{column}" COLLATE "{collation or "default"}"',
+        )
 
 
 #: (table, column) written by imports with the database's clock on PostgreSQL.
@@ -81,6 +112,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         for table, column in _NOW_DEFAULTS:
             op.alter_column(table, column, server_default=None)
+        _collate(None)
     for column in ("phone_hash", "postal_hash"):
         op.drop_index(f"ix_contact_{column}", table_name="contact")
         op.create_index(f"ix_contact_{column}", "contact", [column])
