@@ -204,7 +204,17 @@ class _Plan:
     outcome: str = "unchanged"
 
 
-def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> Counter[str]:
+@dataclass(slots=True)
+class Seen:
+    """Whether this import may have recorded people met without a mark (``import_seen``)
+    for this partition's people: while it has not, there is nothing to look up there."""
+
+    possible: bool = True
+
+
+def apply_batch(
+    session: Session, job: Job, items: Sequence[Lead | Reject], seen: Seen | None = None
+) -> Counter[str]:
     """Write one batch; returns the counts it adds. The caller commits."""
     counts: Counter[str] = Counter()
     rejects: list[Reject] = [item for item in items if isinstance(item, Reject)]
@@ -221,7 +231,9 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
     world = _load_world(bulk, leads)
     # A person met earlier in this file either carries this import's mark on their contact
     # (created or updated by it) or is in the import's table of people met without a mark.
-    earlier = bulk.seen(job.import_id, [lead.key for lead in leads])
+    earlier = (
+        bulk.seen(job.import_id, [lead.key for lead in leads]) if seen is None or seen.possible else set()
+    )
     for key, contact in world.contacts.items():
         detail = contact.get("source_detail") or {}
         if (
@@ -356,14 +368,15 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
             )
             continue
         counts["duplicates" if plan.lead.key in earlier else outcome] += 1
-    bulk.insert(
-        SEEN,
-        [
-            {"import_id": job.import_id, "key_hash": plan.lead.key}
-            for plan in plans
-            if plan.outcome in ("unchanged", "kept_erased", "rejected_age") and plan.lead.key not in earlier
-        ],
-    )
+    met = [
+        {"import_id": job.import_id, "key_hash": plan.lead.key}
+        for plan in plans
+        if plan.outcome in ("unchanged", "kept_erased", "rejected_age") and plan.lead.key not in earlier
+    ]
+    if met:
+        if seen is not None:
+            seen.possible = True
+        bulk.insert(SEEN, met)
 
     if rejects:
         counts["rejected"] += len(rejects)

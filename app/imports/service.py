@@ -42,7 +42,7 @@ from app.contacts.identifiers import normalise_email
 from app.db import after_commit, session_scope
 from app.errors import NotFound, ValidationProblem
 from app.imports import csvfile, mapping
-from app.imports.batch import Job, apply_batch
+from app.imports.batch import Job, Seen, apply_batch
 from app.imports.prepare import Context, Lead, Reject, prepare_batch
 from app.models import Import, ImportReject, ImportSeen, Topic, utcnow
 from app.models.base import Source
@@ -411,6 +411,14 @@ def _run_partition(
     overlaps the Python work; at most two batches are held at once."""
     with session_scope() as session:
         done = dict((get(session, work.import_id).progress or {}).get("done") or {})
+        # People are split among partitions by key: only this import's own earlier runs
+        # can have recorded any of this partition's people as met.
+        seen = Seen(
+            session.exec(
+                select(ImportSeen.key_hash).where(ImportSeen.import_id == work.import_id).limit(1)
+            ).first()
+            is not None
+        )
     after = int(done.get(str(partition), 1))  # row 1 is the header
     batch: list[tuple[int, list[str], str | None]] = []
     seen_rows = 0
@@ -432,7 +440,7 @@ def _run_partition(
             last = batch[-1][0] if batch else after
             items = prepare_batch(batch, work.ctx)
             settle()
-            pending = writer.submit(_write_batch, work, partition, items, seen_rows, last)
+            pending = writer.submit(_write_batch, work, partition, items, seen_rows, last, seen)
             batch, seen_rows = [], 0
 
         last_row = after
@@ -475,10 +483,12 @@ def _locked(session: Session, import_id: int) -> Import:
     return job
 
 
-def _write_batch(work: _Work, partition: int, items: list[Lead | Reject], n: int, last_row: int) -> Progress:
+def _write_batch(
+    work: _Work, partition: int, items: list[Lead | Reject], n: int, last_row: int, seen: Seen | None = None
+) -> Progress:
     """One batch, committed together with the partition's position and the counts."""
     with session_scope() as session:
-        added = apply_batch(session, work.job, items)
+        added = apply_batch(session, work.job, items, seen)
         record = _locked(session, work.import_id)
         counts = Counter(record.counts or {})
         counts.update(added)

@@ -508,3 +508,19 @@ def test_imports_collect_less_often_and_put_the_thresholds_back() -> None:
             assert gc.get_threshold()[0] == 50_000
         assert gc.get_threshold()[0] == 50_000  # the first is still running
     assert gc.get_threshold() == before
+
+
+def test_people_met_unchanged_in_an_earlier_batch_count_as_duplicates(
+    db, tmp_path: Path, monkeypatch
+) -> None:
+    """Someone already known and unchanged leaves no mark on their contact, only a row in
+    the import's table of people met: a later batch of the same import must find it (the
+    lookup is skipped only while the import has recorded nobody)."""
+    people = [[f"known{i}@example.com", f"Known {i}"] for i in range(20)]
+    first = run_import(write(tmp_path, [["email", "name"], *people], name="first.csv"))
+    assert first.counts["created"] == 20
+    monkeypatch.setattr(service.get_settings(), "import_batch_size", 10)
+    again = run_import(write(tmp_path, [["email", "name"], *people, *people[:15]], name="again.csv"))
+    assert again.counts["unchanged"] == 20
+    assert again.counts["duplicates"] == 15
+    assert again.counts["created"] == 0 and again.counts["updated"] == 0
