@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, case, func, literal, or_, select, text, update
+from sqlalchemy import Row, and_, bindparam, case, func, literal, literal_column, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from app.models import Campaign, Contact, Delivery, utcnow
@@ -30,6 +30,9 @@ OPEN_STATUSES = ("pending", "claimed", "deferred")
 
 _d = Delivery.__table__  # type: ignore[attr-defined]
 _c = Contact.__table__  # type: ignore[attr-defined]
+#: Written into the SQL, not bound: so that a prepared claim (planned without its
+#: parameters' values) may still use the partial index of due rows, ``ix_delivery_due``.
+_IS_DUE = _d.c.status.in_([literal_column(f"'{status}'") for status in DUE_STATUSES])
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,48 +82,35 @@ def claim_batch(
     now = now or utcnow()
     hold_claim_lock(session)
     why = gate.denial_reason(campaign.channel, campaign.topic, campaign.purpose)
+    due = (
+        _d.c.campaign_id == campaign.id,
+        _d.c.id.between(lo, hi),
+        _IS_DUE,
+        or_(_d.c.next_attempt_at.is_(None), _d.c.next_attempt_at <= now),
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        return _claim_postgresql(session, why, due, limit, now)
     picked = (
         select(_d.c.id.label("id"), why.label("why"))
         .select_from(_d.join(_c, _c.c.id == _d.c.contact_id))
-        .where(
-            _d.c.campaign_id == campaign.id,
-            _d.c.id.between(lo, hi),
-            _d.c.status.in_(DUE_STATUSES),
-            or_(_d.c.next_attempt_at.is_(None), _d.c.next_attempt_at <= now),
-        )
+        .where(*due)
         .order_by(_d.c.id)
         .limit(limit)
         .with_for_update(of=_d, skip_locked=True)
         .cte("picked")
     )
     passes = picked.c.why.is_(None)
-    postgres = session.get_bind().dialect.name == "postgresql"
-    stmt = update(_d).where(_d.c.id == picked.c.id)
-    if postgres:  # RETURNING may name the joined contact: one statement, one round trip
-        stmt = stmt.where(_c.c.id == _d.c.contact_id)
-    stmt = stmt.values(
-        status=case((passes, literal("claimed")), else_=literal("suppressed")),
-        reason=picked.c.why,
-        claimed_at=now,
-        updated_at=now,
-        attempts=case((passes, _d.c.attempts + 1), else_=_d.c.attempts),
+    stmt = (
+        update(_d)
+        .where(_d.c.id == picked.c.id)
+        .values(
+            status=case((passes, literal("claimed")), else_=literal("suppressed")),
+            reason=picked.c.why,
+            claimed_at=now,
+            updated_at=now,
+            attempts=case((passes, _d.c.attempts + 1), else_=_d.c.attempts),
+        )
     )
-    if postgres:
-        found = session.execute(
-            stmt.returning(
-                _d.c.id, _d.c.contact_id, _d.c.status, _d.c.reason, _d.c.attempts, *_CONTACT_SELECT
-            )
-        ).all()
-        claimed = [
-            ClaimedRow(
-                row[0], row[1], row[2], row[3], row[4], dict(zip(CONTACT_COLUMNS, row[5:], strict=True))
-            )
-            if row[2] == "claimed"
-            else ClaimedRow(row[0], row[1], row[2], row[3], row[4], {})
-            for row in found
-        ]
-        claimed.sort(key=_by_delivery)
-        return claimed
     rows = session.execute(
         stmt.returning(_d.c.id, _d.c.contact_id, _d.c.status, _d.c.reason, _d.c.attempts)
     ).all()
@@ -134,6 +124,82 @@ def claim_batch(
     return sorted(
         (_claimed(row, contacts.get(row.contact_id, {})) for row in rows), key=lambda r: r.delivery_id
     )
+
+
+#: For the claim's transaction: every row it reads is found by an index (a scan of the
+#: ledger or of the preferences can look cheap to a planner whose statistics predate the
+#: ledger, and then runs once per micro-batch, or once per row).
+_INDEX_PROBES_ONLY = text("SET LOCAL enable_seqscan = off")
+
+
+def _claim_postgresql(
+    session: Session, why: Any, due: tuple[Any, ...], limit: int, now: datetime
+) -> list[ClaimedRow]:
+    """The claim on PostgreSQL, one statement in three steps whose plans do not depend on
+    the ledger's statistics (a ledger written a moment ago has none):
+
+    1. ``picked``: the first due rows of the slice, locked (``SKIP LOCKED``), from the
+       partial index of due rows (``ix_delivery_due``: in id order, no sort, no scan of
+       the rows already sent);
+    2. ``checked``: the gate for each picked contact, alone (a LATERAL subquery kept apart
+       by ``OFFSET 0``), so its lookups are index probes for that contact — never a hash
+       of the whole preference or suppression table built for each micro-batch —
+       evaluated once per row (``MATERIALIZED``);
+    3. the UPDATE of those rows by primary key, returning what rendering needs.
+
+    Sequential scans are off for the transaction (``_INDEX_PROBES_ONLY``).
+
+    The gate is evaluated in the statement's snapshot, as before: a claim that runs
+    after an opt-out committed sees it."""
+    picked = (
+        select(_d.c.id.label("id"), _d.c.contact_id.label("contact_id"))
+        .where(*due)
+        .order_by(_d.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .cte("picked")
+    )
+    one = (
+        select(why.label("why"), *_CONTACT_SELECT)
+        .where(_c.c.id == picked.c.contact_id)
+        .offset(0)  # keeps the subquery apart: the gate is planned for one contact
+        .lateral("one")
+    )
+    checked = (
+        select(picked.c.id.label("id"), *one.c)
+        .select_from(picked.join(one, literal(True)))
+        .cte("checked")
+        .prefix_with("MATERIALIZED")
+    )
+    passes = checked.c.why.is_(None)
+    stmt = (
+        update(_d)
+        .where(_d.c.id == checked.c.id)
+        .values(
+            status=case((passes, literal("claimed")), else_=literal("suppressed")),
+            reason=checked.c.why,
+            claimed_at=now,
+            updated_at=now,
+            attempts=case((passes, _d.c.attempts + 1), else_=_d.c.attempts),
+        )
+        .returning(
+            _d.c.id,
+            _d.c.contact_id,
+            _d.c.status,
+            _d.c.reason,
+            _d.c.attempts,
+            *(checked.c[name] for name in CONTACT_COLUMNS),
+        )
+    )
+    session.execute(_INDEX_PROBES_ONLY)
+    claimed = [
+        ClaimedRow(row[0], row[1], row[2], row[3], row[4], dict(zip(CONTACT_COLUMNS, row[5:], strict=True)))
+        if row[2] == "claimed"
+        else ClaimedRow(row[0], row[1], row[2], row[3], row[4], {})
+        for row in session.execute(stmt).all()
+    ]
+    claimed.sort(key=_by_delivery)
+    return claimed
 
 
 def _by_delivery(row: ClaimedRow) -> int:
