@@ -18,7 +18,7 @@ from sqlmodel import Session
 from app.auth.actor import Actor
 from app.campaigns import service as campaigns
 from app.campaigns.schemas import CampaignIn
-from app.config import Settings
+from app.config import Settings, use_settings
 from app.contacts import service as contacts
 from app.db import get_engine
 from app.delivery import repository
@@ -247,3 +247,23 @@ def _generic_plan(engine: sa.Engine, before: list[tuple[str, Any]], statement: s
     finally:
         raw.close()
     return (json.loads(plan) if isinstance(plan, str) else plan)[0]
+
+
+def test_claim_follows_the_consent_mode_in_force(db: Settings, session: Session) -> None:
+    """The claim statement is built once per gate; the settings it reads are part of that."""
+    ids = bulk_contacts(session, ["m1@example.com", "m2@example.com"])
+    campaign = _campaign_with_ledger(session, db)
+    assert campaign.id is not None
+    ledger = sorted(_ledger(session, campaign.id))
+    session.execute(sa.delete(Preference).where(Preference.contact_id.in_(list(ids.values()))))  # type: ignore[attr-defined]
+    session.commit()
+    (first,) = repository.claim_batch(session, campaign, lo=ledger[0], hi=ledger[-1], limit=1)
+    session.commit()
+    use_settings(db.model_copy(update={"consent_mode": "opt-out"}))
+    try:
+        (second,) = repository.claim_batch(session, campaign, lo=ledger[0], hi=ledger[-1], limit=1)
+        session.commit()
+    finally:
+        use_settings(db)
+    assert (first.status, first.reason) == ("suppressed", "no_consent")
+    assert (second.status, second.reason) == ("claimed", None)
