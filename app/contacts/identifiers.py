@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,10 +151,80 @@ def fast_normalise_phone(raw: str) -> str | None:
     prefix_pattern = _NATIONAL_PREFIXES[code]
     if prefix_pattern is not None and prefix_pattern.match(national):
         return None
-    number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
-    if not phonenumbers.is_valid_number(number):
+    valid = _VALIDITY.get(code, _UNSEEN)
+    if valid is _UNSEEN:
+        valid = _VALIDITY[code] = _validity(code)
+    if valid is None:  # a calling code shared by several regions: ask phonenumbers
+        number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+        if not phonenumbers.is_valid_number(number):
+            return None
+    elif not valid(national):
         return None
     return f"+{code}{national}"
+
+
+_UNSEEN: Any = object()
+#: calling code -> national number -> valid?, for calling codes of a single region.
+_VALIDITY: dict[int, Any] = {}
+
+
+def _validity(code: int) -> Callable[[str], bool] | None:
+    """``phonenumbers.is_valid_number`` for a calling code of a single region, from the
+    same metadata with its patterns compiled once: the number's length must be one the
+    region's general description allows and match its pattern, and one of the number
+    types ``_number_type_helper`` tries (premium rate … voicemail, fixed line, mobile
+    unless it is the fixed-line pattern) must allow that length and match. The patterns
+    of the types that allow a length are joined into one expression per length. None for
+    calling codes shared by several regions (+1, +7, +44, …), which need phonenumbers' own
+    choice of region."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code)
+    if not regions or len(regions) != 1:
+        return None
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(code, regions[0].upper())
+    if metadata is None or metadata.general_desc is None:
+        return None
+
+    def desc(item: Any) -> tuple[frozenset[int], str] | None:
+        if item is None or not item.national_number_pattern:
+            return None
+        return frozenset(item.possible_length or ()), item.national_number_pattern
+
+    general = desc(metadata.general_desc)
+    if general is None:
+        return None
+    kinds = [
+        metadata.premium_rate,
+        metadata.toll_free,
+        metadata.shared_cost,
+        metadata.voip,
+        metadata.personal_number,
+        metadata.pager,
+        metadata.uan,
+        metadata.voicemail,
+        metadata.fixed_line,
+    ]
+    if not metadata.same_mobile_and_fixed_line_pattern:
+        kinds.append(metadata.mobile)
+    specific = [d for d in map(desc, kinds) if d is not None]
+    general_lengths, general_pattern = general
+    general_re = re.compile(general_pattern)
+    by_length: dict[int, re.Pattern[str]] = {}
+    for length in range(2, 18):
+        if general_lengths and length not in general_lengths:
+            continue
+        patterns = [pattern for lengths, pattern in specific if not lengths or length in lengths]
+        if patterns:
+            by_length[length] = re.compile("|".join(f"(?:{p})" for p in patterns))
+
+    def valid(national: str) -> bool:
+        found = by_length.get(len(national))
+        return (
+            found is not None
+            and general_re.fullmatch(national) is not None
+            and found.fullmatch(national) is not None
+        )
+
+    return valid
 
 
 def normalise_phone(raw: str, *, region: str | None = None, field: str = "phone") -> str:

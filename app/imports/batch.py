@@ -31,7 +31,7 @@ from sqlmodel import Session
 from app.auth.actor import Actor
 from app.contacts import service as contacts_service
 from app.contacts.identifiers import postal_key
-from app.imports.bulk import CONTACT, EVENT, PREFERENCE, REJECT, SEEN, Bulk, bulk_for
+from app.imports.bulk import CONTACT, EVENT, PREFERENCE, REJECT, SEEN, Bulk, Columns, bulk_for
 from app.imports.prepare import Lead, Reject, keyed
 from app.models import Contact, utcnow
 from app.models.base import Channel, PreferenceStatus
@@ -41,8 +41,6 @@ from app.suppression.policy import BLOCKING_REASONS, OPT_OUT_REASONS, Reason
 
 #: Profile fields an import merges (the email is the key and never changes).
 MERGED_FIELDS = tuple(f for f in contacts_service.PROFILE_FIELDS if f != "email")
-#: A new contact's profile columns before its row's values fill them.
-_BLANK: dict[str, Any] = dict.fromkeys(MERGED_FIELDS)
 CONTACT_COLUMNS = (
     "id",
     "email_hash",
@@ -53,6 +51,11 @@ CONTACT_COLUMNS = (
     "source_detail",
     *MERGED_FIELDS,
 )
+
+
+_OPTED_IN = PreferenceStatus.OPTED_IN.value
+#: Where a plan's hashes hold each channel's address.
+_HASH_AT = {"email": 0, "phone": 1, "postal": 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,13 +198,23 @@ def _person_suppressions(world: World, hashes: Iterable[str | None]) -> list[Sup
 class _Plan:
     lead: Lead
     contact_id: int | None
-    #: Set for a new contact: its row, inserted in bulk.
-    new_row: dict[str, Any] | None = None
+    #: A new contact, inserted in bulk.
+    new: bool = False
     hashes: tuple[str | None, ...] = ()
     outcome: str = "unchanged"
 
 
-def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> Counter[str]:
+@dataclass(slots=True)
+class Seen:
+    """Whether this import may have recorded people met without a mark (``import_seen``)
+    for this partition's people: while it has not, there is nothing to look up there."""
+
+    possible: bool = True
+
+
+def apply_batch(
+    session: Session, job: Job, items: Sequence[Lead | Reject], seen: Seen | None = None
+) -> Counter[str]:
     """Write one batch; returns the counts it adds. The caller commits."""
     counts: Counter[str] = Counter()
     rejects: list[Reject] = [item for item in items if isinstance(item, Reject)]
@@ -218,7 +231,9 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
     world = _load_world(bulk, leads)
     # A person met earlier in this file either carries this import's mark on their contact
     # (created or updated by it) or is in the import's table of people met without a mark.
-    earlier = bulk.seen(job.import_id, [lead.key for lead in leads])
+    earlier = (
+        bulk.seen(job.import_id, [lead.key for lead in leads]) if seen is None or seen.possible else set()
+    )
     for key, contact in world.contacts.items():
         detail = contact.get("source_detail") or {}
         if (
@@ -231,8 +246,8 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
     plans: list[_Plan] = []
     updates: list[dict[str, Any]] = []
     slow: list[_Plan] = []
+    counts["duplicates"] += sum(len(lead.merged_rows) for lead in leads)
     for lead in leads:
-        counts["duplicates"] += len(lead.merged_rows)
         existing = world.contacts.get(lead.key)
         erased = bool(world.suppressions) and any(
             s.reason in (Reason.ERASURE, Reason.UNDERAGE)
@@ -248,27 +263,11 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
                 slow.append(plan)
             continue
         if existing is None:
-            values = lead.values
-            row = {
-                **_BLANK,
-                **values,
-                "age_confirmed": bool(values.get("age_confirmed", False)),
-                "email": lead.email,
-                "email_hash": lead.email_hash,
-                "domain_hash": lead.domain_hash,
-                "phone_hash": lead.phone_hash,
-                "postal_hash": lead.postal_hash,
-                "attributes": dict(lead.attributes),
-                "source": job.source,
-                "source_detail": _detail(job, lead.row),
-                "created_at": now,
-                "updated_at": now,
-            }
             plans.append(
                 _Plan(
                     lead,
                     None,
-                    new_row=row,
+                    new=True,
                     hashes=(lead.email_hash, lead.phone_hash, lead.postal_hash),
                     outcome="created",
                 )
@@ -300,14 +299,16 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
             )
         )
 
-    new_plans = [p for p in plans if p.new_row is not None]
-    ids = bulk.insert_returning_ids(CONTACT, [p.new_row for p in new_plans if p.new_row is not None])
+    new_plans = [p for p in plans if p.new]
+    clock = None if bulk.database_clock else now  # None: the database's now()
+    ids = bulk.insert_columns_returning_ids(CONTACT, _new_contacts(job, new_plans, clock), len(new_plans))
     for plan, contact_id in zip(new_plans, ids, strict=True):
         plan.contact_id = contact_id
     bulk.update_contacts(updates)
 
-    events: list[dict[str, Any]] = []
-    event_prefs: list[tuple[int, str, str | None]] = []
+    consents: list[tuple[_Plan, str, str | None]] = []
+    no_prefs: dict[tuple[str, str | None], str] = {}
+    kept = 0
     for plan in plans:
         lead = plan.lead
         if plan.outcome in ("kept_erased", "rejected_age"):
@@ -316,37 +317,37 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
             slow.append(plan)
             continue
         assert plan.contact_id is not None
-        prefs = world.preferences.get(plan.contact_id, {})
+        prefs = world.preferences.get(plan.contact_id, no_prefs) if world.preferences else no_prefs
         supps = _person_suppressions(world, plan.hashes) if world.suppressions else []
+        if not prefs and not supps:  # nothing can refuse or repeat an opt-in
+            consents.extend((plan, channel, topic) for channel, topic in lead.opt_ins)
+            continue
         refused = False
         for channel, topic in lead.opt_ins:
-            if (prefs or supps) and refusal(prefs, supps, channel, topic):
+            if refusal(prefs, supps, channel, topic):
                 refused = True
                 continue
-            if prefs.get((channel, topic)) == PreferenceStatus.OPTED_IN:
+            if prefs.get((channel, topic)) == _OPTED_IN:
                 continue
-            events.append(_event(job, plan, channel, topic, now))
-            event_prefs.append((plan.contact_id, channel, topic))
-        if refused:
-            counts["kept_suppressed"] += 1
+            consents.append((plan, channel, topic))
+        kept += refused
+    counts["kept_suppressed"] += kept
 
-    if events:
-        event_ids = bulk.insert_returning_ids(EVENT, events)
-        bulk.insert(
-            PREFERENCE,
-            [
-                {
-                    "contact_id": cid,
-                    "channel": ch,
-                    "topic": tp,
-                    "status": PreferenceStatus.OPTED_IN.value,
-                    "updated_at": now,
-                    "consent_event_id": eid,
-                }
-                for (cid, ch, tp), eid in zip(event_prefs, event_ids, strict=True)
-            ],
-        )
-        counts["consents"] += len(events)
+    if consents:
+        n = len(consents)
+        event_ids = bulk.insert_columns_returning_ids(EVENT, _events(job, consents, clock), n)
+        contact_ids = [plan.contact_id for plan, _, _ in consents]
+        preferences: Columns = {
+            "contact_id": contact_ids,
+            "channel": [channel for _, channel, _ in consents],
+            "topic": [topic for _, _, topic in consents],
+            "status": [_OPTED_IN] * n,
+            "consent_event_id": event_ids,
+        }
+        if clock is not None:
+            preferences["updated_at"] = [clock] * n
+        bulk.insert_columns(PREFERENCE, preferences, n)
+        counts["consents"] += n
 
     for plan in slow:
         _apply_slowly(session, job, plan, counts)
@@ -367,14 +368,15 @@ def apply_batch(session: Session, job: Job, items: Sequence[Lead | Reject]) -> C
             )
             continue
         counts["duplicates" if plan.lead.key in earlier else outcome] += 1
-    bulk.insert(
-        SEEN,
-        [
-            {"import_id": job.import_id, "key_hash": plan.lead.key}
-            for plan in plans
-            if plan.outcome in ("unchanged", "kept_erased", "rejected_age") and plan.lead.key not in earlier
-        ],
-    )
+    met = [
+        {"import_id": job.import_id, "key_hash": plan.lead.key}
+        for plan in plans
+        if plan.outcome in ("unchanged", "kept_erased", "rejected_age") and plan.lead.key not in earlier
+    ]
+    if met:
+        if seen is not None:
+            seen.possible = True
+        bulk.insert(SEEN, met)
 
     if rejects:
         counts["rejected"] += len(rejects)
@@ -412,40 +414,80 @@ def _age_reason(plan: _Plan) -> str:
     return f"refused: the person is under {minimum}"
 
 
-def _event(job: Job, plan: _Plan, channel: str, topic: str | None, now: Any) -> dict[str, Any]:
-    lead = plan.lead
-    hashes = dict(zip(("email", "phone", "postal"), plan.hashes, strict=False))
-    address_hash = hashes.get(channel) or next((h for h in plan.hashes if h), None)
-    evidence: dict[str, Any] = {
-        "import_id": job.import_id,
-        "row": lead.row,
-        "file": job.filename,
-        "source": job.source,
+def _new_contacts(job: Job, plans: list[_Plan], now: Any) -> Columns:
+    """The rows of new contacts, column by column (no dict per row: a batch of thousands
+    of leads is mostly new people). ``now`` None: the database stamps them."""
+    leads = [plan.lead for plan in plans]
+    n = len(leads)
+    columns: Columns = {
+        "email": [lead.email for lead in leads],
+        "email_hash": [lead.email_hash for lead in leads],
+        "domain_hash": [lead.domain_hash for lead in leads],
+        "phone_hash": [lead.phone_hash for lead in leads],
+        "postal_hash": [lead.postal_hash for lead in leads],
     }
-    if lead.given_at.get(channel):
-        evidence["given_at"] = lead.given_at[channel]
-    if lead.consent_ip:
-        evidence["consent_ip"] = lead.consent_ip
-    if lead.merged_rows:
-        evidence["rows"] = [lead.row, *lead.merged_rows]
-    return {
-        "contact_id": plan.contact_id,
-        "address_hash": address_hash,
-        "channel": channel,
-        "topic": topic,
-        "status": PreferenceStatus.OPTED_IN.value,
-        "previous_status": None,
-        "method": contacts_service.METHOD_BY_SOURCE.get(job.source, "import"),
-        "actor": job.actor.kind,
-        "actor_user_id": job.actor.user_id,
-        "actor_token_id": job.actor.token_id,
-        "text_shown": lead.texts.get(channel) or job.consent_text,
-        "text_version": lead.consent_version or job.consent_version,
-        "ip": None,
-        "user_agent": None,
-        "evidence": evidence,
-        "occurred_at": now,
+    given = set().union(*(lead.values.keys() for lead in leads)) if leads else set()
+    for name in MERGED_FIELDS:
+        if name == "age_confirmed":
+            columns[name] = [bool(lead.values.get(name)) for lead in leads]
+        elif name in given:
+            columns[name] = [lead.values.get(name) for lead in leads]
+    columns["attributes"] = [dict(lead.attributes) for lead in leads]
+    columns["source"] = [job.source] * n
+    columns["source_detail"] = [_detail(job, lead.row) for lead in leads]
+    if now is not None:
+        columns["created_at"] = columns["updated_at"] = [now] * n
+    return columns
+
+
+def _events(job: Job, consents: list[tuple[_Plan, str, str | None]], now: Any) -> Columns:
+    """The consent events of opt-ins, column by column. ``now`` None: the database stamps
+    them."""
+    n = len(consents)
+    address_hashes: list[str | None] = []
+    texts: list[str | None] = []
+    versions: list[str | None] = []
+    evidences: list[dict[str, Any]] = []
+    for plan, channel, _ in consents:
+        lead = plan.lead
+        hashes = plan.hashes
+        found = hashes[_HASH_AT[channel]] if len(hashes) == 3 else None
+        address_hashes.append(found or next((h for h in hashes if h), None))
+        texts.append(lead.texts.get(channel) or job.consent_text)
+        versions.append(lead.consent_version or job.consent_version)
+        evidence: dict[str, Any] = {
+            "import_id": job.import_id,
+            "row": lead.row,
+            "file": job.filename,
+            "source": job.source,
+        }
+        if lead.given_at.get(channel):
+            evidence["given_at"] = lead.given_at[channel]
+        if lead.consent_ip:
+            evidence["consent_ip"] = lead.consent_ip
+        if lead.merged_rows:
+            evidence["rows"] = [lead.row, *lead.merged_rows]
+        evidences.append(evidence)
+    columns: Columns = {
+        "contact_id": [plan.contact_id for plan, _, _ in consents],
+        "address_hash": address_hashes,
+        "channel": [channel for _, channel, _ in consents],
+        "topic": [topic for _, _, topic in consents],
+        "status": [_OPTED_IN] * n,
+        "previous_status": [None] * n,
+        "method": [contacts_service.METHOD_BY_SOURCE.get(job.source, "import")] * n,
+        "actor": [job.actor.kind] * n,
+        "actor_user_id": [job.actor.user_id] * n,
+        "actor_token_id": [job.actor.token_id] * n,
+        "text_shown": texts,
+        "text_version": versions,
+        "ip": [None] * n,
+        "user_agent": [None] * n,
+        "evidence": evidences,
     }
+    if now is not None:
+        columns["occurred_at"] = [now] * n
+    return columns
 
 
 def _apply_slowly(session: Session, job: Job, plan: _Plan, counts: Counter[str]) -> None:

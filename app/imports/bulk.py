@@ -36,6 +36,10 @@ def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[An
 class Bulk:
     """Generic path (SQLite, or any SQLAlchemy dialect)."""
 
+    #: Write timestamps (contact created/updated, event occurred, preference updated) may be
+    #: left out of inserts: the database fills them (PostgreSQL, migration 0005).
+    database_clock = False
+
     def __init__(self, session: Session) -> None:
         self.session = session
 
@@ -103,6 +107,14 @@ class Bulk:
         if rows:
             self.session.execute(insert(table), rows)
 
+    def insert_columns_returning_ids(self, table: Table, columns: Columns, n: int) -> list[int]:
+        """Insert ``n`` rows given column by column; their new ids, in order."""
+        return self.insert_returning_ids(table, rows_of(columns)) if n else []
+
+    def insert_columns(self, table: Table, columns: Columns, n: int) -> None:
+        if n:
+            self.insert(table, rows_of(columns))
+
     def update_contacts(self, rows: list[dict[str, Any]]) -> None:
         """Rows of ``{"id": …, <column>: value …}``, all with the same columns."""
         if not rows:
@@ -119,6 +131,8 @@ class Bulk:
 
 class PostgresBulk(Bulk):
     """``COPY`` and array parameters on the session's psycopg connection."""
+
+    database_clock = True
 
     _sequences: dict[str, str] = {}
 
@@ -181,8 +195,8 @@ class PostgresBulk(Bulk):
             )
             return [tuple(row) for row in cur.fetchall()]
 
-    def _copy(self, table: Table, rows: list[dict[str, Any]]) -> None:
-        columns, data = copy_text(table, rows)
+    def _copy(self, table: Table, rows: list[dict[str, Any]] | Columns) -> None:
+        columns, data = copy_columns(table, rows if isinstance(rows, dict) else columns_of(rows))
         with (
             self.raw.cursor() as cur,
             cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy,
@@ -192,9 +206,7 @@ class PostgresBulk(Bulk):
     def insert_returning_ids(self, table: Table, rows: list[dict[str, Any]]) -> list[int]:
         if not rows:
             return []
-        with self.raw.cursor() as cur:
-            cur.execute("SELECT nextval(%s) FROM generate_series(1, %s)", (self._sequence(table), len(rows)))
-            ids = [int(r[0]) for r in cur.fetchall()]
+        ids = self._ids(table, len(rows))
         self._copy(table, [{"id": i, **row} for i, row in zip(ids, rows, strict=True)])
         return ids
 
@@ -202,21 +214,56 @@ class PostgresBulk(Bulk):
         if rows:
             self._copy(table, rows)
 
+    def _ids(self, table: Table, n: int) -> list[int]:
+        with self.raw.cursor() as cur:
+            cur.execute("SELECT nextval(%s) FROM generate_series(1, %s)", (self._sequence(table), n))
+            return [int(r[0]) for r in cur.fetchall()]
+
+    def insert_columns_returning_ids(self, table: Table, columns: Columns, n: int) -> list[int]:
+        if not n:
+            return []
+        ids = self._ids(table, n)
+        self._copy(table, {"id": ids, **columns})
+        return ids
+
+    def insert_columns(self, table: Table, columns: Columns, n: int) -> None:
+        if n:
+            self._copy(table, columns)
+
+
+#: A table's rows column by column: {column: [value of row 0, value of row 1, …]}.
+Columns = dict[str, list[Any]]
+
+
+def columns_of(rows: list[dict[str, Any]]) -> Columns:
+    """Rows (dicts with the same keys) as columns."""
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
+def rows_of(columns: Columns) -> list[dict[str, Any]]:
+    """Columns as rows (dicts)."""
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
 
 def copy_text(table: Table, rows: list[dict[str, Any]]) -> tuple[list[str], bytes]:
-    """Rows in COPY's text format, formatted here column by column: several times faster
+    """Rows in COPY's text format; see :func:`copy_columns`."""
+    return copy_columns(table, columns_of(rows))
+
+
+def copy_columns(table: Table, data: Columns) -> tuple[list[str], bytes]:
+    """Columns in COPY's text format, formatted here column by column: several times faster
     than psycopg's per-value adaptation (``write_row``) for rows this wide. Returns the
     columns written and the data.
 
     Columns empty in every row are left out (they are NULL by default): a batch of leads
     rarely fills half of a contact's columns. A column of plain text — no backslash, tab,
     newline or other unprintable character in any of its values, checked in one pass over
-    the joined column — goes as it is; anything else goes value by value through
-    :func:`_text`."""
+    the joined column — goes as it is; a column holding one value throughout is formatted
+    once; anything else goes value by value through :func:`_text`."""
     columns: list[str] = []
     texts: list[list[str]] = []
-    for name in rows[0]:
-        values = [row[name] for row in rows]
+    for name, values in data.items():
         kinds = set(map(type, values))
         if kinds == {type(None)} and table.c[name].server_default is None:
             continue
@@ -231,7 +278,7 @@ def copy_text(table: Table, rows: list[dict[str, Any]]) -> tuple[list[str], byte
         elif kinds == {int}:
             texts.append(list(map(str, values)))
             continue
-        elif len(kinds) == 1 and (kinds <= {datetime, date}) and len(set(values)) == 1:
+        elif len(kinds) == 1 and (kinds <= {datetime, date, bool, type(None)}) and len(set(values)) == 1:
             texts.append([_text(values[0])] * len(values))
             continue
         texts.append(list(map(_text, values)))
@@ -287,7 +334,7 @@ def _hex_array(keys: Iterable[str]) -> str:
     """A text[] literal of keyed hashes (hex digits only: nothing to quote). psycopg's
     list adaptation costs more than the lookup itself for thousands of keys."""
     values = list(keys)
-    if any(not k.isalnum() for k in values):
+    if not all(map(str.isalnum, values)):
         raise ValueError("not a keyed hash")
     return "{" + ",".join(values) + "}"
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Column, ForeignKey, Index, Integer, String
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, utcnow
+from app.models.base import HashString, JSONType, UTCDateTime, utcnow
 
 
 class User(SQLModel, table=True):
@@ -31,7 +31,7 @@ class ApiToken(SQLModel, table=True):
     name: str = Field(default="", sa_column=Column(String(200), nullable=False))
     role: str = Field(sa_column=Column(String(12), nullable=False))
     #: SHA-256 of the whole token: tokens carry 256 random bits, so a fast hash suffices.
-    token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    token_hash: str = Field(sa_column=Column(HashString, unique=True, nullable=False))
     prefix: str = Field(sa_column=Column(String(16), nullable=False))
     user_id: int | None = Field(default=None, sa_column=Column(Integer, ForeignKey("app_user.id")))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

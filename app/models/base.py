@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, DateTime
+from sqlalchemy import JSON, DateTime, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -41,6 +41,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType: Any = JSON().with_variant(JSONB(), "postgresql")
+#: A keyed hash or digest in hex. On PostgreSQL it compares bytewise (``COLLATE "C"``,
+#: migration 0005): hex digits sort the same either way, and a C.UTF-8 or ICU collation's
+#: comparisons made every index probe and insert on these columns markedly slower.
+HashString: Any = String(64).with_variant(String(64, collation="C"), "postgresql")
 
 
 class Channel(StrEnum):

@@ -6,36 +6,45 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Column, Index, String
+from sqlalchemy import Column, Index, String, text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, utcnow
+from app.models.base import HashString, JSONType, UTCDateTime, utcnow
 
 
 class Contact(SQLModel, table=True):
     __tablename__ = "contact"
     __table_args__ = (
         Index("ix_contact_email_hash", "email_hash", unique=True),
-        Index("ix_contact_phone_hash", "phone_hash"),
-        Index("ix_contact_postal_hash", "postal_hash"),
+        Index(
+            "ix_contact_phone_hash",
+            "phone_hash",
+            postgresql_where=text("phone_hash IS NOT NULL"),
+            sqlite_where=text("phone_hash IS NOT NULL"),
+        ),
+        Index(
+            "ix_contact_postal_hash",
+            "postal_hash",
+            postgresql_where=text("postal_hash IS NOT NULL"),
+            sqlite_where=text("postal_hash IS NOT NULL"),
+        ),
         Index("ix_contact_domain_hash", "domain_hash"),
-        Index("ix_contact_created_at", "created_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     email: str | None = Field(default=None, sa_column=Column(String(320)))
-    email_hash: str | None = Field(default=None, sa_column=Column(String(64)))
-    domain_hash: str | None = Field(default=None, sa_column=Column(String(64)))
+    email_hash: str | None = Field(default=None, sa_column=Column(HashString))
+    domain_hash: str | None = Field(default=None, sa_column=Column(HashString))
     name: str | None = Field(default=None, sa_column=Column(String(200)))
     phone: str | None = Field(default=None, sa_column=Column(String(32)))
-    phone_hash: str | None = Field(default=None, sa_column=Column(String(64)))
+    phone_hash: str | None = Field(default=None, sa_column=Column(HashString))
     address_line1: str | None = Field(default=None, sa_column=Column(String(200)))
     address_line2: str | None = Field(default=None, sa_column=Column(String(200)))
     city: str | None = Field(default=None, sa_column=Column(String(120)))
     region: str | None = Field(default=None, sa_column=Column(String(120)))
     zip: str | None = Field(default=None, sa_column=Column(String(20)))
     country: str | None = Field(default=None, sa_column=Column(String(2)))
-    postal_hash: str | None = Field(default=None, sa_column=Column(String(64)))
+    postal_hash: str | None = Field(default=None, sa_column=Column(HashString))
     company: str | None = Field(default=None, sa_column=Column(String(200)))
     position: str | None = Field(default=None, sa_column=Column(String(200)))
     primary_business: str | None = Field(default=None, sa_column=Column(String(200)))

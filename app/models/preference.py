@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Column, ForeignKey, Index, Integer, String, Text, text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import JSONType, UTCDateTime, utcnow
+from app.models.base import HashString, JSONType, UTCDateTime, utcnow
 
 
 class Preference(SQLModel, table=True):
@@ -40,14 +40,14 @@ class Preference(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("contact.id", ondelete="CASCADE"), nullable=False)
     )
     channel: str = Field(sa_column=Column(String(10), nullable=False))
-    topic: str | None = Field(
-        default=None, sa_column=Column(String(64), ForeignKey("topic.slug"), nullable=True)
-    )
+    #: A topic's slug (checked by the services: topics are archived, never deleted).
+    topic: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     status: str = Field(sa_column=Column(String(10), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-    consent_event_id: int | None = Field(
-        default=None, sa_column=Column(Integer, ForeignKey("consent_event.id"), nullable=True)
-    )
+    #: The consent event that set this state. No foreign key (migration 0005): the
+    #: services write it from the event they have just inserted, and an erasure deletes
+    #: the preferences with the events.
+    consent_event_id: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
 
 
 class ConsentEvent(SQLModel, table=True):
@@ -65,7 +65,7 @@ class ConsentEvent(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("contact.id", ondelete="SET NULL"), nullable=True),
     )
     #: Keyed hash of the address the event concerns (survives erasure of the contact).
-    address_hash: str | None = Field(default=None, sa_column=Column(String(64)))
+    address_hash: str | None = Field(default=None, sa_column=Column(HashString))
     channel: str | None = Field(default=None, sa_column=Column(String(10)))
     topic: str | None = Field(default=None, sa_column=Column(String(64)))
     #: opted_in | opted_out | suppressed | lifted | erased | unset

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from app.contacts.identifiers import (
+    _validity,
     fast_normalise_email,
     fast_normalise_phone,
     normalise_email,
@@ -215,3 +216,38 @@ def test_normalise_phone_words_errors_on_both_paths() -> None:
         normalise_phone("+1 212 555 01")
     with pytest.raises(ValidationProblem, match="invalid phone number"):
         normalise_phone("12345")
+
+
+_SINGLE_REGION = sorted(
+    c for c, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items() if len(regions) == 1
+)
+
+
+@settings(max_examples=4000, deadline=None)
+@given(
+    st.sampled_from(_SINGLE_REGION),
+    st.text("0123456789", min_size=2, max_size=17).filter(lambda d: d[0] != "0"),
+)
+def test_compiled_validity_is_phonenumbers_is_valid_number(code: int, national: str) -> None:
+    """Both ways: the compiled check says valid exactly when phonenumbers does (for every
+    calling code of a single region; shared codes go to phonenumbers itself)."""
+    valid = _validity(code)
+    assert valid is not None
+    expected = phonenumbers.is_valid_number(
+        phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    )
+    assert valid(national) is expected
+
+
+def test_compiled_validity_accepts_real_numbers_of_every_single_region_code() -> None:
+    """Not just refusals: each region's own example numbers pass the compiled check."""
+    checked = 0
+    for code in _SINGLE_REGION:
+        region = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[code][0]
+        example = phonenumbers.example_number(region) if region != "001" else None
+        if example is None or example.italian_leading_zero:
+            continue
+        valid = _validity(code)
+        assert valid is not None and valid(str(example.national_number)), (code, example)
+        checked += 1
+    assert checked > 150

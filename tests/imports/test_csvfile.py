@@ -6,6 +6,8 @@ import codecs
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.errors import ValidationProblem
 from app.imports import csvfile
@@ -117,3 +119,46 @@ def test_an_explicit_encoding_that_does_not_fit_is_refused(tmp_path: Path) -> No
     with pytest.raises(ValidationProblem, match="unknown encoding"):
         csvfile.detect(path, encoding="klingon")
     assert csvfile.detect(path, encoding="latin-1").header == ["email"]
+
+
+_PIECES = [
+    "a",
+    "b@example.com",
+    "Zoë",
+    " ",
+    "\t",
+    "\u00a0",
+    ",",
+    ";",
+    "\r",
+    "\n",
+    "\r\n",
+    "\x1c",
+    "\u2028",
+    '"',
+    "x",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.lists(st.sampled_from(_PIECES), max_size=60),
+    delimiter=st.sampled_from([",", ";", "\t"]),
+)
+def test_the_quick_count_agrees_with_reading_every_record(
+    tmp_path: Path, body: list[str], delimiter: str
+) -> None:
+    """The progress total is counted in one quick pass when the file has no quotes; it
+    must be the number of records the import then reads, blank lines and odd line ends
+    included (with quotes, every record is read)."""
+    path = tmp_path / "count.csv"
+    path.write_bytes(("email,name\r\n" + "".join(body)).replace(",", delimiter).encode("utf-8"))
+    fmt = csvfile.FileFormat(encoding="utf-8", delimiter=delimiter, header=["email", "name"])
+    assert csvfile.count_records(path, fmt) == sum(1 for _ in csvfile.records(path, fmt))
+
+
+def test_the_quick_count_is_taken_only_without_quotes(tmp_path: Path) -> None:
+    path = tmp_path / "quoted.csv"
+    path.write_text('email,notes\r\na@example.com,"two\nlines"\r\nb@example.com,x\r\n', encoding="utf-8")
+    fmt = csvfile.detect(path)
+    assert csvfile.count_records(path, fmt) == 2  # a line-by-line count would say 3

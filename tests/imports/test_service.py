@@ -3,6 +3,7 @@ duplicates merge, and nobody who opted out is ever subscribed again."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from app.auth.actor import Actor
 from app.contacts import service as contacts
 from app.db import session_scope
 from app.imports import service
-from app.models import ConsentEvent, Contact, Import, ImportSeen, Preference, Suppression
+from app.models import ConsentEvent, Contact, Import, ImportSeen, Preference, Suppression, Topic, utcnow
 from app.models.base import Channel, PreferenceStatus, Purpose
 from app.suppression import gate
 from app.suppression.service import add_for_address
@@ -94,6 +95,50 @@ def test_rows_land_with_consent_evidence_and_bad_rows_are_reported(db, tmp_path:
     assert event.text_shown == "Tick to get our offers" and event.text_version == "v3"
     assert event.evidence["given_at"] == "2025-03-01" and event.evidence["row"] == 2
     assert _count(ImportSeen) == 0  # the import's scratch table is emptied when it ends
+
+
+def test_every_preference_names_the_consent_event_that_explains_it(db, tmp_path: Path) -> None:
+    """No foreign key holds ``preference.consent_event_id`` or ``preference.topic`` (migration
+    0005): the import itself must write an existing event of the same person, channel and
+    topic, and only known topics — with the fast batch path and the slow one (opt-outs)."""
+    path = write(
+        tmp_path,
+        [HEADER]
+        + [
+            [
+                f"p{i}@example.com",
+                f"P{i}",
+                "",
+                "",
+                "yes",
+                "2025-03-01",
+                ["special-offers", "", "surveys"][i % 3],
+            ]
+            for i in range(30)
+        ]
+        + [["q@example.com", "Q", "", "", "no", "", ""]],
+    )
+    job = run_import(path)
+    assert job.counts["consents"] == 30 and job.counts["opt_outs"] == 1
+    with session_scope() as session:
+        topics = set(session.exec(select(Topic.slug)))
+        prefs = session.exec(select(Preference)).all()
+        assert len(prefs) == 31
+        for pref in prefs:
+            assert pref.topic is None or pref.topic in topics
+            event = session.get(ConsentEvent, pref.consent_event_id)
+            assert event is not None, pref
+            assert (event.contact_id, event.channel, event.topic, event.status) == (
+                pref.contact_id,
+                pref.channel,
+                pref.topic,
+                pref.status,
+            )
+            # Stamped by the database's clock on PostgreSQL, by the batch's on SQLite.
+            contact = session.get(Contact, pref.contact_id)
+            assert contact is not None
+            for moment in (event.occurred_at, pref.updated_at, contact.created_at, contact.updated_at):
+                assert abs(moment - utcnow()) < timedelta(minutes=5)
 
 
 def test_consent_yes_never_resubscribes_an_opted_out_or_suppressed_person(db, tmp_path: Path) -> None:
@@ -451,3 +496,31 @@ def test_requeue_picks_up_imports_nobody_is_running(db, tmp_path: Path) -> None:
     with session_scope() as session:
         assert service.requeue_stale(session, now=utcnow()) == []
         assert service.requeue_stale(session, now=utcnow() + timedelta(minutes=11)) == [import_id]
+
+
+def test_imports_collect_less_often_and_put_the_thresholds_back() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    with service._fewer_collections():
+        assert gc.get_threshold()[0] == 50_000
+        with service._fewer_collections():  # a second import in the same process
+            assert gc.get_threshold()[0] == 50_000
+        assert gc.get_threshold()[0] == 50_000  # the first is still running
+    assert gc.get_threshold() == before
+
+
+def test_people_met_unchanged_in_an_earlier_batch_count_as_duplicates(
+    db, tmp_path: Path, monkeypatch
+) -> None:
+    """Someone already known and unchanged leaves no mark on their contact, only a row in
+    the import's table of people met: a later batch of the same import must find it (the
+    lookup is skipped only while the import has recorded nobody)."""
+    people = [[f"known{i}@example.com", f"Known {i}"] for i in range(20)]
+    first = run_import(write(tmp_path, [["email", "name"], *people], name="first.csv"))
+    assert first.counts["created"] == 20
+    monkeypatch.setattr(service.get_settings(), "import_batch_size", 10)
+    again = run_import(write(tmp_path, [["email", "name"], *people, *people[:15]], name="again.csv"))
+    assert again.counts["unchanged"] == 20
+    assert again.counts["duplicates"] == 15
+    assert again.counts["created"] == 0 and again.counts["updated"] == 0
