@@ -67,11 +67,47 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, stat: str = "") -> float:
     """User + system CPU time of a process (and its reaped children), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = Path(stat or f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class _BackendCpu:
+    """CPU of the PostgreSQL backends serving the benchmark database, sampled while the
+    campaign runs (a backend's time counts from the first sample, or from 0 when it
+    started later)."""
+
+    def __init__(self, admin: object, dbname: str) -> None:
+        self.admin = admin
+        self.dbname = dbname
+        self.first: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+        self.sample(first=True)
+
+    def sample(self, first: bool = False) -> None:
+        import sqlalchemy as sa
+
+        with self.admin.connect() as conn:  # type: ignore[attr-defined]
+            pids = conn.execute(
+                sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": self.dbname}
+            ).scalars()
+            for pid in pids:
+                try:
+                    now = cpu_seconds(pid)
+                except (FileNotFoundError, ProcessLookupError):
+                    continue
+                self.first.setdefault(pid, now if first else 0.0)
+                self.last[pid] = now
+
+    def total(self) -> float:
+        return sum(self.last[pid] - self.first[pid] for pid in self.last)
+
+
+def _redis_cpu(client: object) -> float:
+    info = client.info("cpu")  # type: ignore[attr-defined]
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def main() -> None:
@@ -88,6 +124,12 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--reference-runs", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument("--thread-cpu", action="store_true", help="print each worker thread's CPU time")
+    parser.add_argument(
+        "--py-spy",
+        metavar="DIR",
+        help="profile each worker with py-spy into DIR (CPU figures then include it)",
+    )
     args = parser.parse_args()
 
     sink, source = need("smtp-sink"), need("smtp-source")
@@ -167,16 +209,36 @@ def main() -> None:
         ref_rates = [reference() for _ in range(max(1, args.reference_runs // 2 + args.reference_runs % 2))]
 
         env = dict(os.environ)
+        command = [sys.executable, "-m", "app.cli", "worker", "--threads", str(args.threads)]
+
+        def profiled(i: int) -> list[str]:
+            if not args.py_spy:
+                return command
+            Path(args.py_spy).mkdir(parents=True, exist_ok=True)
+            out = str(Path(args.py_spy) / f"worker-{i}.txt")
+            return [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "-f",
+                "raw",
+                "-r",
+                "200",
+                "-o",
+                out,
+                "--",
+                *command,
+            ]
+
         workers = [
             subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker", "--threads", str(args.threads)],
+                profiled(i),
                 cwd=str(ROOT),
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
             )
-            for _ in range(args.workers)
+            for i in range(args.workers)
         ]
         procs.extend(workers)
         time.sleep(2.0)  # workers import, connect to Redis and start their scheduler
@@ -192,11 +254,15 @@ def main() -> None:
             campaign_id = campaign.id
         assert campaign_id is not None
         cpu_before = [cpu_seconds(w.pid) for w in workers]
+        backends = _BackendCpu(admin, dbname)
+        redis_client = redis.Redis.from_url(args.redis)
+        redis_before = _redis_cpu(redis_client)
         start = time.perf_counter()
         with session_scope() as session:
             campaigns.send(session, campaigns.get(session, campaign_id), Actor.system())
         while True:
             time.sleep(0.2)
+            backends.sample()
             with session_scope() as session:
                 status = campaigns.get(session, campaign_id).status
                 if status == "sent":
@@ -205,7 +271,15 @@ def main() -> None:
         elapsed = time.perf_counter() - start
         ours = counts.get("sent", 0) / elapsed
         memory = [peak_rss_mb(w.pid) for w in workers]
+        if args.thread_cpu:
+            for w in workers:
+                tasks = sorted(Path(f"/proc/{w.pid}/task").iterdir(), key=lambda t: int(t.name))
+                spent = ", ".join(f"{t.name}:{cpu_seconds(0, f'{t}/stat'):.2f}" for t in tasks)
+                print(f"worker {w.pid} threads (tid:CPU s)  {spent}")
         cpu = sum(cpu_seconds(w.pid) - before for w, before in zip(workers, cpu_before, strict=True))
+        backends.sample()
+        db_cpu = backends.total()
+        redis_cpu = _redis_cpu(redis_client) - redis_before
         ref_rates += [reference() for _ in range(args.reference_runs // 2)]
         ref = statistics.median(ref_rates)
 
@@ -219,12 +293,17 @@ def main() -> None:
         print(f"ratio                 {ours / ref:.3f}")
         sent = max(1, counts.get("sent", 0))
         print(f"worker CPU per msg    {cpu / sent * 1e6:,.0f} µs ({cpu:.1f} CPU s in all workers)")
+        print(f"PostgreSQL per msg    {db_cpu / sent * 1e6:,.0f} µs ({db_cpu:.1f} CPU s in its backends)")
+        print(f"Redis per msg         {redis_cpu / sent * 1e6:,.0f} µs ({redis_cpu:.1f} CPU s, whole server)")
+        total = cpu + db_cpu + redis_cpu
+        print(f"total CPU per msg     {total / sent * 1e6:,.0f} µs")
         print(f"peak worker memory    {', '.join(f'{m:.0f} MB' for m in memory)}")
     finally:
         for proc in procs:
             if proc.poll() is None:
                 try:
-                    os.killpg(proc.pid, signal.SIGTERM)
+                    # py-spy writes its profile on SIGINT (the worker stops on either)
+                    os.killpg(proc.pid, signal.SIGINT if args.py_spy else signal.SIGTERM)
                 except (ProcessLookupError, PermissionError):
                     proc.terminate()
         for proc in procs:

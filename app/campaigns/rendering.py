@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import re
+import secrets
+from collections import Counter
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from html import escape as html_escape
@@ -23,8 +25,9 @@ import html2text
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError, UndefinedError
 from markupsafe import Markup
+from markupsafe import escape as markup_escape
 
-from app.campaigns.sandbox import RenderTimeout, TemplateSandbox, bounded_pieces, time_budget
+from app.campaigns.sandbox import MAX_SIZE, RenderTimeout, TemplateSandbox, bounded_pieces, time_budget
 from app.config import TEMPLATES_DIR
 from app.delivery.message import QpEncoder
 from app.delivery.repository import CONTACT_COLUMNS
@@ -255,6 +258,154 @@ def _variables(env: Environment, source: str) -> tuple[str, ...] | None:
     return tuple(sorted(names))
 
 
+#: Nodes that capture or transform what the template inside them outputs, or change its
+#: escaping: a template with any of them gets no slots (see ``_slot_names``).
+_CAPTURING = (
+    nodes.FilterBlock,
+    nodes.AssignBlock,
+    nodes.Macro,
+    nodes.CallBlock,
+    nodes.Block,
+    nodes.Extends,
+    nodes.Include,
+    nodes.Import,
+    nodes.FromImport,
+    nodes.ScopedEvalContextModifier,
+    nodes.EvalContextModifier,
+    nodes.OverlayScope,
+)
+#: Variables whose values differ from recipient to recipient.
+SLOT_VARIABLES = CONTACT_VARIABLES | LINK_VARIABLES
+#: Marks a slot in a rendered skeleton; random, so no value can spell it.
+_MARK = "\x00lw" + secrets.token_hex(8) + ":"
+
+
+def _slot_names(env: Environment, source: str) -> tuple[str, ...]:
+    """The per-recipient variables a template only ever outputs as they are (``{{ name }}``:
+    no filter, test, operator, condition or assignment uses them, and nothing captures the
+    output). Such a value reaches the output as ``escape(value)`` (autoescaped) or
+    ``str(value)``, whatever the rest of the template does: the template can be rendered
+    once with a marker in its place and the value put in afterwards."""
+    ast = env.parse(source)
+    if any(True for _ in ast.find_all(_CAPTURING)) or any(f.recursive for f in ast.find_all(nodes.For)):
+        return ()
+    bare = Counter(
+        child.name
+        for output in ast.find_all(nodes.Output)
+        for child in output.nodes
+        if isinstance(child, nodes.Name) and child.ctx == "load"
+    )
+    every = Counter(node.name for node in ast.find_all(nodes.Name))
+    return tuple(sorted(name for name, n in bare.items() if n == every[name] and name in SLOT_VARIABLES))
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """A value in a skeleton: ``b:<variable>`` (the template's) or ``l:<name>`` (the layout's)."""
+
+    key: str
+
+
+class _NoSkeleton(Exception):
+    """A marker did not come out as a piece of its own: render this template as it is."""
+
+
+class SlotPlan:
+    """How one template is rendered by skeletons: its slot variables (their markers in the
+    context), and skeletons cached per distinct values of its other variables."""
+
+    __slots__ = ("cache", "markers", "names", "slots")
+
+    def __init__(self, env: Environment, source: str) -> None:
+        self.slots = _slot_names(env, source)
+        self.markers = {name: f"{_MARK}{name}\x00" for name in self.slots}
+        self.names = {marker: name for name, marker in self.markers.items()}
+        used = _variables(env, source)
+        self.cache = RenderCache(None if used is None else tuple(n for n in used if n not in self.slots))
+
+    def skeleton(self, pieces: list[str]) -> list[str | _Slot]:
+        """The rendered pieces with each marker replaced by its slot."""
+        out: list[str | _Slot] = []
+        for piece in pieces:
+            if piece.startswith(_MARK) and piece in self.names:
+                out.append(_Slot("b:" + self.names[piece]))
+            elif _MARK in piece:
+                raise _NoSkeleton
+            else:
+                out.append(piece)
+        return out
+
+
+class SlotPlans:
+    """The plans of a campaign's subject, HTML and text templates."""
+
+    __slots__ = ("names", "plans", "usable")
+
+    def __init__(self, plans: tuple[SlotPlan, SlotPlan, SlotPlan]) -> None:
+        self.plans = plans
+        self.names = frozenset(name for plan in plans for name in plan.slots)
+        self.usable = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """A body part (HTML or text) as a skeleton inside its layout: quoted-printable runs of
+    the constant pieces, already encoded and joined, between the slots."""
+
+    items: tuple[bytes | _Slot, ...]
+    body_slots: tuple[str, ...]  # one key per slot in the body (for its size)
+    body_size: int  # of the constant pieces of the body
+
+
+def _part(layout_parts: tuple[str, ...], body: list[str | _Slot], qp: QpEncoder) -> _Part:
+    pieces: list[str | _Slot] = []
+    for i, part in enumerate(layout_parts):  # as Layout.fill_pieces, with slots
+        if i % 2 == 0:
+            pieces.append(part)
+        elif part == "body":
+            pieces.extend(body)
+        else:
+            pieces.append(_Slot("l:" + part))
+    items: list[bytes | _Slot] = []
+    run: list[bytes] = []
+    for piece in pieces:
+        if isinstance(piece, _Slot):
+            if run:
+                items.append(qp.join_run(run))
+                run = []
+            items.append(piece)
+        elif piece:
+            run.append(qp.piece(piece))
+    if run:
+        items.append(qp.join_run(run))
+    body_slots = tuple(p.key for p in body if isinstance(p, _Slot))
+    body_size = sum(len(p) for p in body if not isinstance(p, _Slot))
+    return _Part(tuple(items), body_slots, body_size)
+
+
+def _fill(part: _Part, values: dict[str, str], qp: QpEncoder) -> bytes:
+    encoded = {key: qp.piece(value) for key, value in values.items() if value}  # each value once
+    out: list[bytes] = []
+    for item in part.items:
+        if isinstance(item, bytes):
+            out.append(item)
+        else:
+            value = encoded.get(item.key)
+            if value is not None:  # an empty value is no piece
+                out.append(value)
+    return qp.join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedMessage:
+    """One rendered message: the subject, and both bodies inside their layout, encoded
+    quoted-printable (``QpEncoder``)."""
+
+    subject: str
+    html: bytes
+    text: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class RenderedPieces:
     """One rendered message with its bodies as pieces (see ``QpEncoder``)."""
@@ -277,6 +428,8 @@ class CompiledCampaign:
     subject_cache: RenderCache = dataclass_field(default_factory=lambda: RenderCache(None))
     html_cache: RenderCache = dataclass_field(default_factory=lambda: RenderCache(None))
     text_cache: RenderCache = dataclass_field(default_factory=lambda: RenderCache(None))
+    #: Skeletons with slots for the values that differ per recipient (``render_encoded``).
+    plans: SlotPlans | None = None
 
     def render(self, context: dict[str, Any]) -> Rendered:
         """Render one message. Raises ``TemplateProblem`` for sandbox or data errors."""
@@ -331,6 +484,79 @@ class CompiledCampaign:
         )
         return RenderedPieces(subject=subject, html=html, text=text)
 
+    def render_encoded(self, context: dict[str, Any]) -> EncodedMessage:
+        """Render one message for sending: the same message as :meth:`render_pieces` with
+        the bodies encoded by ``html_qp`` and ``text_qp``, but each template is rendered
+        once per distinct values of the variables it does more with than output them (see
+        ``SlotPlan``); the per-recipient values are put into the cached skeleton, whose
+        constant text is already encoded. Raises ``TemplateProblem``."""
+        plans = self.plans
+        if plans is None or not plans.usable or not all(name in context for name in plans.names):
+            return self._encode(self.render_pieces(context))
+        keys = [plan.cache.key(context) for plan in plans.plans]
+        found: list[Any] = [plan.cache.get(key) for plan, key in zip(plans.plans, keys, strict=True)]
+        try:
+            if None in found:
+                base = {**_HTML_ENV.globals, **context}
+                with time_budget():
+                    for i, template in enumerate((self.subject, self.html, self.text)):
+                        if found[i] is None:
+                            found[i] = self._skeleton(i, plans.plans[i], template, base)
+                            plans.plans[i].cache.put(keys[i], found[i])
+        except _NoSkeleton:
+            plans.usable = False  # this campaign's messages are rendered as they are
+            return self._encode(self.render_pieces(context))
+        except RenderTimeout as exc:
+            raise TemplateProblem("the template takes too long to render", field="html") from exc
+        except SecurityError as exc:
+            raise TemplateProblem(f"refused by the template sandbox: {exc}", field="html") from exc
+        except (TemplateError, UndefinedError, TypeError, ValueError, ArithmeticError) as exc:
+            raise TemplateProblem(f"template error: {exc}", field="html") from exc
+        subject_items, html_part, text_part = found
+        subject_plan, html_plan, text_plan = plans.plans
+        values = {f"b:{name}": str(context[name]) for name in subject_plan.slots}
+        subject = clean_header("".join([v if v.__class__ is str else values[v.key] for v in subject_items]))
+        unsubscribe_url = str(context.get("unsubscribe_url", ""))
+        preferences_url = str(context.get("preferences_url", ""))
+        html_values = {f"b:{name}": str(markup_escape(context[name])) for name in html_plan.slots}
+        html_values["l:subject"] = html_escape(subject)
+        html_values["l:unsubscribe_url"] = html_escape(unsubscribe_url)
+        html_values["l:preferences_url"] = html_escape(preferences_url)
+        text_values = {f"b:{name}": str(context[name]) for name in text_plan.slots}
+        text_values["l:subject"] = subject
+        text_values["l:unsubscribe_url"] = unsubscribe_url
+        text_values["l:preferences_url"] = preferences_url
+        for part, part_values in ((html_part, html_values), (text_part, text_values)):
+            size = part.body_size + sum([len(part_values[key]) for key in part.body_slots])
+            if size > MAX_SIZE:  # what the sandbox's bounded_pieces says, had it rendered the values
+                raise TemplateProblem(
+                    "refused by the template sandbox: the rendered text is too large "
+                    "(templates are limited in size and time)",
+                    field="html",
+                )
+            if size > MAX_OUTPUT:
+                raise TemplateProblem("the rendered message is too large", field="html")
+        return EncodedMessage(
+            subject=subject,
+            html=_fill(html_part, html_values, self.html_qp),
+            text=_fill(text_part, text_values, self.text_qp),
+        )
+
+    def _skeleton(self, which: int, plan: SlotPlan, template: Template, base: dict[str, Any]) -> Any:
+        pieces = _pieces(template, {**base, **plan.markers})
+        if which == 0:  # the subject: its pieces, joined and cleaned per message
+            return plan.skeleton(pieces)
+        if which == 1:
+            return _part(self.layout.html_parts, plan.skeleton(pieces), self.html_qp)
+        return _part(self.layout.text_parts, plan.skeleton(pieces), self.text_qp)
+
+    def _encode(self, rendered: RenderedPieces) -> EncodedMessage:
+        return EncodedMessage(
+            subject=rendered.subject,
+            html=self.html_qp.encode(rendered.html),
+            text=self.text_qp.encode(rendered.text),
+        )
+
 
 def compile_campaign(
     subject: str,
@@ -364,6 +590,13 @@ def compile_campaign(
         subject_cache=RenderCache(_variables(_PLAIN_ENV, subject)),
         html_cache=RenderCache(_variables(_HTML_ENV, html_source)),
         text_cache=RenderCache(_variables(_PLAIN_ENV, text_source or "")),
+        plans=SlotPlans(
+            (
+                SlotPlan(_PLAIN_ENV, subject),
+                SlotPlan(_HTML_ENV, html_source),
+                SlotPlan(_PLAIN_ENV, text_source or ""),
+            )
+        ),
     )
     compiled.render(sample_context())  # a trial render catches sandbox violations at save time
     return compiled

@@ -140,24 +140,36 @@ class QpEncoder:
         self.cache: dict[str, bytes] = {}
 
     def encode(self, pieces: Iterable[str]) -> bytes:
-        cache, static = self.cache, self.static
-        out: list[bytes] = []
-        for piece in pieces:
-            if not piece:
-                continue
-            encoded = cache.get(piece)
-            if encoded is None:
-                encoded = _qp_piece(piece)
-                # literal text always; short values too (``you``, a city) while there is room
-                if piece in static or (len(piece) <= 40 and len(cache) < _QP_CACHE_VALUES):
-                    cache[piece] = encoded
-            out.append(encoded)
-        if not out:
+        return self.join([self.piece(piece) for piece in pieces if piece])
+
+    def piece(self, piece: str) -> bytes:
+        """One non-empty piece, encoded to be followed by a soft line break."""
+        encoded = self.cache.get(piece)
+        if encoded is None:
+            encoded = _qp_piece(piece)
+            # literal text always; short values too (``you``, a city) while there is room
+            if piece in self.static or (len(piece) <= 40 and len(self.cache) < _QP_CACHE_VALUES):
+                self.cache[piece] = encoded
+        return encoded
+
+    @staticmethod
+    def join(encoded: list[bytes]) -> bytes:
+        """The part from its encoded pieces (or runs of them joined by :meth:`join_run`)."""
+        if not encoded:
             return b""
-        last = out[-1]
+        last = encoded[-1]
         if last[-1:] in (b" ", b"\t"):  # trailing white space at the end of the part
-            out[-1] = last + b"="
-        return b"=\r\n".join(out)
+            encoded[-1] = last + b"="
+        return _SOFT_BREAK.join(encoded)
+
+    @staticmethod
+    def join_run(encoded: list[bytes]) -> bytes:
+        """Encoded pieces joined as :meth:`join` joins them, to be joined again with others
+        (the result is the same as joining all the pieces at once)."""
+        return _SOFT_BREAK.join(encoded)
+
+
+_SOFT_BREAK = b"=\r\n"
 
 
 @dataclass(slots=True)

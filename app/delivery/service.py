@@ -182,7 +182,7 @@ def build_envelope(
     unsubscribe = seal(TokenKind.UNSUBSCRIBE, contact_id, delivery_id)
     links = recipient_links(ctx.public_url, contact_id, delivery_id, unsubscribe=url_spelling(unsubscribe))
     compiled = ctx.compiled
-    rendered = compiled.render_pieces(template_context(ctx, contact, links))
+    rendered = compiled.render_encoded(template_context(ctx, contact, links))
     email = str(contact["email"])
     bounce = make_address_token(TokenKind.BOUNCE, contact_id, delivery_id)
     reply = make_address_token(TokenKind.REPLY, contact_id, delivery_id)
@@ -195,8 +195,8 @@ def build_envelope(
         subject=subject_prefix + rendered.subject,
         html="",
         text="",
-        html_qp=compiled.html_qp.encode(rendered.html),
-        text_qp=compiled.text_qp.encode(rendered.text),
+        html_qp=rendered.html,
+        text_qp=rendered.text,
         message_id=f"<lw.{delivery_id}.{unique_token()[5:]}@{ctx.message_domain}>",
         reply_to=f"reply+{reply}@{ctx.reply_domain}",
         list_unsubscribe=f"<{links['unsubscribe_url']}>, <mailto:unsubscribe+{mailto}@{ctx.reply_domain}>",

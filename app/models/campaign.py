@@ -62,6 +62,15 @@ class Delivery(SQLModel, table=True):
             postgresql_where=text("status = 'claimed'"),
             sqlite_where=text("status = 'claimed'"),
         ),
+        # The due rows of each campaign in id order: a claim reads the first ones of its
+        # slice without a sort and without passing the rows already sent.
+        Index(
+            "ix_delivery_due",
+            "campaign_id",
+            "id",
+            postgresql_where=text("status IN ('pending', 'deferred')"),
+            sqlite_where=text("status IN ('pending', 'deferred')"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
