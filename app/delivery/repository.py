@@ -67,6 +67,8 @@ def claim_lock_key(stripe: int = 0) -> int:
 
 
 def hold_claim_lock(session: Session) -> None:
+    """Take the claim lock as a claim does, in its own statement (``claim_batch`` sends it
+    with the claim itself: ``_lock_claim_commit``)."""
     if session.get_bind().dialect.name == "postgresql":  # all stripes, in order, one statement
         keys = func.generate_series(CLAIM_LOCK_KEY, CLAIM_LOCK_KEY + CLAIM_LOCK_STRIPES - 1).alias("k")
         session.execute(select(func.pg_advisory_xact_lock_shared(keys.column)))
@@ -75,13 +77,19 @@ def hold_claim_lock(session: Session) -> None:
 def claim_batch(
     session: Session, campaign: Campaign, *, lo: int, hi: int, limit: int, now: datetime | None = None
 ) -> list[ClaimedRow]:
-    """Claim up to ``limit`` due deliveries with ids in [lo, hi], checking the gate."""
+    """Claim up to ``limit`` due deliveries with ids in [lo, hi], checking the gate.
+
+    On PostgreSQL the claim commits the session's transaction (see
+    :func:`_lock_claim_commit`); on SQLite the caller commits."""
     now = now or utcnow()
-    hold_claim_lock(session)
+    postgres = session.get_bind().dialect.name == "postgresql"  # (SQLite: writers take turns)
     why = gate.denial_reason(campaign.channel, campaign.topic, campaign.purpose)
-    picked = (
-        select(_d.c.id.label("id"), why.label("why"))
-        .select_from(_d.join(_c, _c.c.id == _d.c.contact_id))
+    # The rows first, then the gate for those rows only: with the gate in the same SELECT
+    # as the ORDER BY … LIMIT, SQLite evaluated it for every due row of the slice before
+    # sorting, and PostgreSQL, expecting that many rows, hashed whole preference table
+    # for it; either way a claim cost as much as the whole slice, not as its micro-batch.
+    ids = (
+        select(_d.c.id)
         .where(
             _d.c.campaign_id == campaign.id,
             _d.c.id.between(lo, hi),
@@ -91,10 +99,23 @@ def claim_batch(
         .order_by(_d.c.id)
         .limit(limit)
         .with_for_update(of=_d, skip_locked=True)
-        .cte("picked")
+        .cte("due")
     )
+    rows_of = ids.join(_d, _d.c.id == ids.c.id).join(_c, _c.c.id == _d.c.contact_id)
+    if postgres:
+        # Row by row (LATERAL, OFFSET 0 keeps it from being flattened): PostgreSQL otherwise
+        # prefers hashing the whole preference table to a few hundred index look-ups.
+        gate_row = select(why.label("why")).correlate(_c).offset(0).lateral("gate")
+        picked = (
+            select(_d.c.id.label("id"), gate_row.c.why)
+            .select_from(rows_of.join(gate_row, literal(True)))
+            .cte("picked")
+            .prefix_with("MATERIALIZED")
+        )
+    else:  # its LIMIT (no more rows than that anyway) keeps SQLite from inlining it: the
+        # gate would then be evaluated once for each of the three columns that use it
+        picked = select(_d.c.id.label("id"), why.label("why")).select_from(rows_of).limit(limit).cte("picked")
     passes = picked.c.why.is_(None)
-    postgres = session.get_bind().dialect.name == "postgresql"
     stmt = update(_d).where(_d.c.id == picked.c.id)
     if postgres:  # RETURNING may name the joined contact: one statement, one round trip
         stmt = stmt.where(_c.c.id == _d.c.contact_id)
@@ -106,11 +127,12 @@ def claim_batch(
         attempts=case((passes, _d.c.attempts + 1), else_=_d.c.attempts),
     )
     if postgres:
-        found = session.execute(
+        found = _lock_claim_commit(
+            session,
             stmt.returning(
                 _d.c.id, _d.c.contact_id, _d.c.status, _d.c.reason, _d.c.attempts, *_CONTACT_SELECT
-            )
-        ).all()
+            ),
+        )
         claimed = [
             ClaimedRow(
                 row[0], row[1], row[2], row[3], row[4], dict(zip(CONTACT_COLUMNS, row[5:], strict=True))
@@ -129,11 +151,39 @@ def claim_batch(
     wanted = [row.contact_id for row in rows if row.status == "claimed"]
     contacts: dict[int, dict[str, Any]] = {}
     if wanted:
-        found = session.execute(select(_c.c.id, *_CONTACT_SELECT).where(_c.c.id.in_(wanted))).all()
-        contacts = {r[0]: dict(zip(CONTACT_COLUMNS, r[1:], strict=True)) for r in found}
+        chosen = session.execute(select(_c.c.id, *_CONTACT_SELECT).where(_c.c.id.in_(wanted))).all()
+        contacts = {r[0]: dict(zip(CONTACT_COLUMNS, r[1:], strict=True)) for r in chosen}
     return sorted(
         (_claimed(row, contacts.get(row.contact_id, {})) for row in rows), key=lambda r: r.delivery_id
     )
+
+
+def _lock_claim_commit(session: Session, claim: Any) -> list[Any]:
+    """PostgreSQL: take every stripe of the claim lock shared, run the claim and commit, as
+    one query of three statements (client-side bound, simple query protocol), so that
+    the lock is held while the server runs them and never while this process waits for
+    its turn on a CPU between them (the sending process runs at a lower priority than the
+    server: see ``embedded_send_nice``). In READ COMMITTED the claim's snapshot is taken
+    after the lock is granted, as with separate statements: an opt-out that took a stripe
+    exclusively either committed before (the claim sees it) or waits for the commit."""
+    import psycopg
+
+    conn = session.connection()
+    compiled = claim.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    processors = compiled._bind_processors  # the types' own conversions (UTCDateTime)
+    params = {k: processors[k](v) if k in processors else v for k, v in compiled.params.items()}
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    last = CLAIM_LOCK_KEY + CLAIM_LOCK_STRIPES - 1
+    lock = f"SELECT pg_advisory_xact_lock_shared(k) FROM generate_series({CLAIM_LOCK_KEY}, {last}) AS k"  # noqa: S608
+    with psycopg.ClientCursor(raw) as cursor:
+        # (the only text put together here is the lock's two integer constants)
+        cursor.execute(f"{lock}; {compiled.string}; COMMIT", params)
+        cursor.nextset()  # the claim's rows
+        rows = cursor.fetchall()
+        while cursor.nextset():
+            pass
+    return rows
 
 
 def _by_delivery(row: ClaimedRow) -> int:
