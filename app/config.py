@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     #: of the server (``workers.sending``), so that sending does not hold the server's GIL;
     #: 0 sends on the server's worker threads.
     embedded_send_processes: int = 1
+    #: Niceness added to those processes: a recipient's request (a one-click unsubscribe,
+    #: the preference centre) comes before the throughput of a background campaign when
+    #: they share the machine's cores. 0 keeps the server's priority.
+    embedded_send_nice: int = 10
+    #: Their micro-batch (in place of ``send_batch_size``; 0 keeps it): a claim holds the
+    #: claim lock while it runs, and an opt-out's answer waits for the claims in progress
+    #: and for the person's message in flight; smaller batches, shorter waits.
+    embedded_send_batch_size: int = 50
     #: How long an opt-out waits for the person's in-flight sends before answering.
     optout_settle_seconds: float = 3.0
     scheduler_interval_seconds: float = 5.0

@@ -291,7 +291,8 @@ def main() -> None:
         "--send-batch-size",
         type=int,
         default=0,
-        help="LISTWARDEN_SEND_BATCH_SIZE of the server (default: its own)",
+        help="LISTWARDEN_SEND_BATCH_SIZE and LISTWARDEN_EMBEDDED_SEND_BATCH_SIZE of the server "
+        "(default: its own)",
     )
     parser.add_argument("--idle", action="store_true", help="no campaign sending during the run (diagnosis)")
     parser.add_argument(
@@ -314,6 +315,7 @@ def main() -> None:
     }
     if args.send_batch_size:
         env["LISTWARDEN_SEND_BATCH_SIZE"] = str(args.send_batch_size)
+        env["LISTWARDEN_EMBEDDED_SEND_BATCH_SIZE"] = str(args.send_batch_size)
     for key in (
         "LISTWARDEN_DATABASE_URL",
         "LISTWARDEN_VAR_DIR",

@@ -111,6 +111,10 @@ def _child_init(settings: Settings) -> None:
     from app.config import use_settings
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when we stop
+    if settings.embedded_send_nice > 0:
+        os.nice(settings.embedded_send_nice)  # the server's requests first
+    if settings.embedded_send_batch_size > 0:
+        settings = settings.model_copy(update={"send_batch_size": settings.embedded_send_batch_size})
     use_settings(settings)
     parent = os.getppid()
     threading.Thread(target=_exit_with, args=(parent,), name="listwarden-orphan-watch", daemon=True).start()

@@ -85,6 +85,8 @@ def claim_lock_key(stripe: int = 0) -> int:
 
 
 def hold_claim_lock(session: Session) -> None:
+    """Take the claim lock as a claim does, in its own statement (``claim_batch`` sends it
+    with the claim itself: ``_claim_postgresql``)."""
     if session.get_bind().dialect.name == "postgresql":  # all stripes, in order, one statement
         keys = func.generate_series(CLAIM_LOCK_KEY, CLAIM_LOCK_KEY + CLAIM_LOCK_STRIPES - 1).alias("k")
         session.execute(select(func.pg_advisory_xact_lock_shared(keys.column)))
@@ -93,9 +95,11 @@ def hold_claim_lock(session: Session) -> None:
 def claim_batch(
     session: Session, campaign: Campaign, *, lo: int, hi: int, limit: int, now: datetime | None = None
 ) -> list[ClaimedRow]:
-    """Claim up to ``limit`` due deliveries with ids in [lo, hi], checking the gate."""
+    """Claim up to ``limit`` due deliveries with ids in [lo, hi], checking the gate.
+
+    On PostgreSQL the claim commits the session's transaction (see
+    :func:`_claim_postgresql`); on SQLite the caller commits."""
     now = now or utcnow()
-    hold_claim_lock(session)
     if session.get_bind().dialect.name == "postgresql":
         return _claim_postgresql(session, campaign, lo, hi, limit, now)
     why = gate.denial_reason(campaign.channel, campaign.topic, campaign.purpose)
@@ -144,7 +148,12 @@ def claim_batch(
 #: For the claim's transaction: every row it reads is found by an index (a scan of the
 #: ledger or of the preferences can look cheap to a planner whose statistics predate the
 #: ledger, and then runs once per micro-batch, or once per row).
-_INDEX_PROBES_ONLY = text("SET LOCAL enable_seqscan = off")
+_INDEX_PROBES_ONLY = "SET LOCAL enable_seqscan = off"
+#: Every stripe of the claim lock, shared (the constants are this module's own).
+_CLAIM_LOCK_SQL = (
+    "SELECT pg_advisory_xact_lock_shared(k) "  # noqa: S608 (two integer constants)
+    f"FROM generate_series({CLAIM_LOCK_KEY}, {CLAIM_LOCK_KEY + CLAIM_LOCK_STRIPES - 1}) AS k"
+)
 
 
 def _claim_postgresql(
@@ -162,30 +171,67 @@ def _claim_postgresql(
        evaluated once per row (``MATERIALIZED``);
     3. the UPDATE of those rows by primary key, returning what rendering needs.
 
-    Sequential scans are off for the transaction (``_INDEX_PROBES_ONLY``).
+    It goes to the server in one flush with the claim lock before it and the commit after
+    it (psycopg's pipeline mode; the claim itself a prepared statement, planned once), so
+    that the lock is held while the server runs them and never while this process waits
+    for its turn on a CPU between them (the embedded sending process runs at a lower
+    priority than the server: see ``embedded_send_nice``). In READ COMMITTED the claim's
+    snapshot is taken after the lock is granted, as with separate statements: an opt-out
+    that took a stripe exclusively either committed before (the claim sees it) or waits
+    for this commit. Sequential scans are off for the transaction (``_INDEX_PROBES_ONLY``)."""
+    import psycopg
 
-    The gate is evaluated in the statement's snapshot, as before: a claim that runs
-    after an opt-out committed sees it."""
-    session.execute(_INDEX_PROBES_ONLY)
+    conn = session.connection()
+    sql, constants, processors = _claim_sql(
+        campaign.channel, campaign.topic, campaign.purpose, _gate_settings(), conn.dialect
+    )
+    params = {
+        **constants,
+        "claim_campaign": campaign.id,
+        "claim_lo": lo,
+        "claim_hi": hi,
+        "claim_limit": limit,
+        "claim_now": processors["claim_now"](now) if "claim_now" in processors else now,
+    }
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    with raw.cursor() as cursor:
+        with raw.pipeline():  # sent together; the server runs them back to back
+            cursor.execute(_CLAIM_LOCK_SQL)
+            cursor.execute(_INDEX_PROBES_ONLY)
+            cursor.execute(sql, params, prepare=True)  # the cursor keeps this result
+            raw.execute("COMMIT")
+        found = cursor.fetchall()
     claimed = [
         ClaimedRow(row[0], row[1], row[2], row[3], row[4], dict(zip(CONTACT_COLUMNS, row[5:], strict=True)))
         if row[2] == "claimed"
         else ClaimedRow(row[0], row[1], row[2], row[3], row[4], {})
-        for row in session.connection()
-        .execute(
-            _claim_statement(campaign.channel, campaign.topic, campaign.purpose, _gate_settings()),
-            {
-                "claim_campaign": campaign.id,
-                "claim_lo": lo,
-                "claim_hi": hi,
-                "claim_limit": limit,
-                "claim_now": now,
-            },
-        )
-        .all()
+        for row in found
     ]
     claimed.sort(key=_by_delivery)
     return claimed
+
+
+_PER_CALL = frozenset({"claim_campaign", "claim_lo", "claim_hi", "claim_limit", "claim_now"})
+
+
+@lru_cache(maxsize=64)
+def _claim_sql(
+    channel: str, topic: str | None, purpose: str, inputs: tuple[Any, int, date], dialect: Any
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The claim statement compiled once per gate: its SQL (pyformat placeholders), the
+    values of the gate's own constants (already converted by their types), and the type
+    conversions of the per-call parameters."""
+    compiled = _claim_statement(channel, topic, purpose, inputs).compile(
+        dialect=dialect, compile_kwargs={"render_postcompile": True}
+    )
+    processors = dict(compiled._bind_processors)
+    constants = {
+        key: processors[key](value) if key in processors else value
+        for key, value in compiled.params.items()
+        if key not in _PER_CALL
+    }
+    return compiled.string, constants, processors
 
 
 def _gate_settings() -> tuple[Any, int, date]:
@@ -202,17 +248,19 @@ def _claim_statement(channel: str, topic: str | None, purpose: str, inputs: tupl
     why = gate.denial_reason(
         channel, topic, purpose, consent_mode=inputs[0], minimum_age=inputs[1], today=inputs[2]
     )
-    now = bindparam("claim_now", type_=_d.c.claimed_at.type)
+    # The per-call parameters carry stand-in values: rendering the gate's expanding IN
+    # lists once (``_claim_sql``) wants every parameter to have one.
+    now = bindparam("claim_now", utcnow(), type_=_d.c.claimed_at.type)
     picked = (
         select(_d.c.id.label("id"), _d.c.contact_id.label("contact_id"))
         .where(
-            _d.c.campaign_id == bindparam("claim_campaign", type_=Integer),
-            _d.c.id.between(bindparam("claim_lo", type_=Integer), bindparam("claim_hi", type_=Integer)),
+            _d.c.campaign_id == bindparam("claim_campaign", 0, type_=Integer),
+            _d.c.id.between(bindparam("claim_lo", 0, type_=Integer), bindparam("claim_hi", 0, type_=Integer)),
             _IS_DUE,
             or_(_d.c.next_attempt_at.is_(None), _d.c.next_attempt_at <= now),
         )
         .order_by(_d.c.id)
-        .limit(bindparam("claim_limit", type_=Integer))
+        .limit(bindparam("claim_limit", 0, type_=Integer))
         .with_for_update(skip_locked=True)
         .cte("picked")
     )

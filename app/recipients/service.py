@@ -622,6 +622,32 @@ def in_flight_after_commit(
         return in_flight(session, contact_ids)
 
 
+def commit_and_look(session: Session, contact_ids: Sequence[int], *, stripe: int = 0) -> set[int]:
+    """PostgreSQL: commit the transaction that wrote these people's opt-outs, then look
+    who has a delivery claimed that began before them, in one round trip: the protocol of
+    :func:`in_flight_after_commit` (commit; take a ``stripe`` of the claim lock exclusively,
+    which waits for the claims running now and lets no new one start; look; release), sent
+    as one simple-protocol query of three statements. In READ COMMITTED each statement
+    takes its own snapshot, so the look sees every claim the lock waited for; the lock
+    lives in the implicit transaction of the last two statements and is released with it.
+
+    Raises when the commit or the look failed: the opt-outs may or may not have committed,
+    and they are not known to be settled (no 200). The session's transaction is over
+    either way (its own commit then changes nothing)."""
+    key = int(ledger.claim_lock_key(stripe))
+    ids = ",".join(str(int(i)) for i in sorted(set(contact_ids)))
+    look = f"SELECT DISTINCT contact_id FROM delivery WHERE status = 'claimed' AND contact_id IN ({ids})"  # noqa: S608 (integers)
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor:
+        # No parameters: psycopg sends it with the simple query protocol, all at once.
+        cursor.execute(f"COMMIT; SELECT pg_advisory_xact_lock({key}); {look}" if ids else "COMMIT")
+        while cursor.nextset():
+            pass
+        rows = cursor.fetchall() if ids else []
+    return {int(contact_id) for (contact_id,) in rows}
+
+
 def in_flight(session: Session, contact_ids: Sequence[int]) -> set[int]:
     """Which of these people have a delivery claimed right now (being sent)."""
     if not contact_ids:

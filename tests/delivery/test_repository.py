@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import event, update
+from sqlalchemy import update
 from sqlmodel import Session
 
 from app.auth.actor import Actor
@@ -22,7 +22,7 @@ from app.config import Settings, use_settings
 from app.contacts import service as contacts
 from app.db import get_engine
 from app.delivery import repository
-from app.models import Campaign, Delivery, Preference
+from app.models import Campaign, Delivery, Preference, utcnow
 from app.models.base import Channel, PreferenceStatus
 from app.preferences.service import PreferenceChange, apply_changes
 from app.suppression import gate
@@ -176,21 +176,24 @@ def test_claim_plan_reads_only_the_rows_it_claims(db: Settings, session: Session
     if analysed:
         session.execute(sa.text("ANALYZE delivery"))
         session.commit()
-    statements: list[tuple[str, Any]] = []
-
-    def capture(
-        _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool
-    ) -> None:
-        statements.append((statement, parameters))  # the claim's transaction, replayed below
-
+    # The claim's transaction as claim_batch sends it (in one pipeline): the lock, the
+    # planner setting, then the claim, prepared.
     engine = get_engine(db)
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        repository.claim_batch(session, campaign, lo=ledger[0], hi=ledger[-1], limit=50)
-        session.rollback()
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
-    *before, (statement, parameters) = statements
+    statement, constants, processors = repository._claim_sql(
+        campaign.channel, campaign.topic, campaign.purpose, repository._gate_settings(), engine.dialect
+    )
+    parameters = {
+        **constants,
+        "claim_campaign": campaign.id,
+        "claim_lo": ledger[0],
+        "claim_hi": ledger[-1],
+        "claim_limit": 50,
+        "claim_now": processors["claim_now"](utcnow()),
+    }
+    before: list[tuple[str, Any]] = [
+        (repository._CLAIM_LOCK_SQL, None),
+        (repository._INDEX_PROBES_ONLY, None),
+    ]
     assert statement.lstrip().startswith("WITH") and "UPDATE delivery" in statement
     nodes = _plan_nodes(_generic_plan(engine, before, statement, parameters)["Plan"])
 

@@ -55,3 +55,25 @@ def test_stopping_does_not_start_what_is_queued(db: Settings) -> None:
     with pytest.raises(RuntimeError):
         processes.run_slice(1, 1, 10)
     processes.close()
+
+
+def test_the_sending_processes_run_at_a_lower_priority_and_in_smaller_batches(db: Settings) -> None:
+    """Recipients' requests come before a background campaign's throughput: the children
+    add ``embedded_send_nice`` to the server's niceness and claim micro-batches of
+    ``embedded_send_batch_size`` (0 keeps the server's priority and ``send_batch_size``)."""
+    import os
+
+    from app.config import get_settings
+
+    for nice, batch in ((7, 30), (0, 0)):
+        settings = db.model_copy(
+            update={"embedded_send_nice": nice, "embedded_send_batch_size": batch, "send_batch_size": 120}
+        )
+        processes = sending.SendProcesses(settings, 1)
+        try:
+            child_nice = processes._get_pool().submit(os.nice, 0).result(timeout=60)
+            child_settings = processes._get_pool().submit(get_settings).result(timeout=60)
+        finally:
+            processes.close()
+        assert child_nice == min(19, os.nice(0) + nice)
+        assert child_settings.send_batch_size == (batch or 120)

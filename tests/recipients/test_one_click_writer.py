@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func as sa_func
+from sqlalchemy import text as sa_text
 from sqlmodel import Session, select
 
 from app.auth.actor import Actor
@@ -290,3 +291,133 @@ def test_writers_on_different_stripes_do_not_wait_for_one_another(db: Settings, 
     finally:
         holding.rollback()
         holding.close()
+
+
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)  # one round trip: PostgreSQL
+def test_commit_and_look_commits_then_waits_for_the_claim_in_progress_and_sees_what_it_took(
+    db: Settings, session: Session, make_contact: Callable[..., int], send_campaign: Callable[..., int]
+) -> None:
+    """The opt-out commits first (a claim that starts later sees it); the look waits for a
+    claim that was running (its claimed row is then visible, so the answer waits for the
+    message); and the lock is released with the statement (no claim waits for the answer)."""
+    from app.delivery import repository as ledger
+
+    cid = make_contact("committed@example.com")
+    send_campaign()
+    delivery = session.exec(select(Delivery).where(Delivery.contact_id == cid)).one()
+    delivery.status = "pending"
+    session.add(delivery)
+    session.commit()
+    claiming = Session(session.get_bind())
+    ledger.hold_claim_lock(claiming)
+    claim = claiming.get(Delivery, delivery.id)
+    assert claim is not None
+    claim.status = "claimed"
+    claiming.add(claim)
+    claiming.flush()  # the claim statement ran; its transaction has not committed yet
+
+    looked: dict[str, Any] = {}
+
+    def opt_out() -> None:
+        with Session(session.get_bind()) as writing:
+            results = service.write_one_clicks(writing, [service.OneClick(cid, delivery.id, ACTOR)])
+            looked["results"] = results
+            looked["busy"] = service.commit_and_look(writing, [cid], stripe=2)
+            looked["at"] = time.monotonic()
+            writing.commit()  # nothing left to commit: the transaction is over
+
+    writer = threading.Thread(target=opt_out)
+    writer.start()
+    time.sleep(0.5)
+    assert "busy" not in looked  # held back by the claim in progress
+    with Session(session.get_bind()) as other:  # ... but the opt-out has committed already
+        assert other.exec(select(Suppression).where(Suppression.reason == "one_click")).all()
+    released = time.monotonic()
+    claiming.commit()
+    claiming.close()
+    writer.join(10)
+    assert looked["results"] == [True]
+    assert looked["busy"] == {cid}  # the claim's row is seen: the answer waits for the message
+    assert looked["at"] >= released
+    with Session(session.get_bind()) as other:  # no advisory lock is left held
+        held = other.execute(
+            sa_text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+        ).scalar_one()
+        assert held == 0
+    assert service.commit_and_look(session, [cid]) == {cid}  # and with nothing to commit
+
+
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)  # SQLite's write lock
+def test_the_one_click_writer_takes_sqlites_write_lock_as_soon_as_it_is_free(
+    db: Settings, session: Session
+) -> None:
+    """``begin_immediate`` waits for another connection's write transaction (the sending
+    process's claim) and takes the lock within a few milliseconds of its end, where
+    SQLite's busy handler would sleep for 25 ms at a time by then."""
+    import sqlite3
+
+    from app.db import begin_immediate, get_engine
+
+    path = get_engine(db).url.database
+    assert path
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    got: dict[str, float] = {}
+
+    def write() -> None:
+        with Session(get_engine(db)) as writing:
+            begin_immediate(writing)
+            got["at"] = time.monotonic()
+            writing.rollback()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(0.24)  # the busy handler would be sleeping from 0.228 s to 0.328 s by now
+    assert "at" not in got  # waiting for the other writer
+    released = time.monotonic()
+    other.execute("COMMIT")
+    other.close()
+    writer.join(10)
+    assert released <= got["at"] < released + 0.05, got["at"] - released
+    with Session(get_engine(db)) as again:  # the busy handler is back for everyone else
+        raw = again.connection().connection.driver_connection
+        assert raw is not None
+        assert raw.execute("PRAGMA busy_timeout").fetchone()[0] == 30000
+
+
+def test_a_second_click_waits_for_the_message_in_flight_too(
+    app, db: Settings, session: Session, make_contact: Callable[..., int], send_campaign: Callable[..., int]
+) -> None:
+    """The person clicked once (opted out: committed, its answer waiting for the message in
+    flight) and clicks again: the second answer, "opted out already", waits as well."""
+    use_settings(db.model_copy(update={"optout_settle_seconds": 10.0}))
+    cid = make_contact("twice@example.com")
+    send_campaign()
+    [mail] = mails_to(db, "twice@example.com")
+    delivery = session.exec(select(Delivery).where(Delivery.contact_id == cid)).one()
+    assert service.run(
+        lambda s: service.write_one_clicks(s, [service.OneClick(cid, delivery.id, ACTOR)])
+    ) == [True]
+    delivery.status = "claimed"  # claimed before that first click; being sent right now
+    session.add(delivery)
+    session.commit()
+
+    def finish_sending() -> None:
+        time.sleep(0.5)
+        with Session(session.get_bind()) as other:
+            row = other.get(Delivery, delivery.id)
+            assert row is not None
+            row.status = "sent"
+            other.add(row)
+            other.commit()
+
+    finisher = threading.Thread(target=finish_sending)
+    started = time.monotonic()
+    finisher.start()
+    with TestClient(app, base_url="https://lists.example.test") as bare:
+        r = bare.post(path_of(mail.list_unsubscribe()[0]), data={"List-Unsubscribe": "One-Click"})
+    waited = time.monotonic() - started
+    finisher.join()
+    assert r.status_code == 200
+    assert waited >= 0.5, waited  # not before the message in flight had gone
+    assert waited < 5, waited
