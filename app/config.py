@@ -103,7 +103,9 @@ class Settings(BaseSettings):
     import_batch_size: int = 2000
     #: On PostgreSQL, processes that each validate and write a share of an import's rows
     #: (split by a hash of the email). SQLite, and 0 or 1, keep it in the job's process.
-    import_processes: int = 2
+    #: Default: one more than the cores, so that the cores stay busy while a process
+    #: waits for the database (1M rows on 2 cores: 17,554 rows/s with 3, 15,683 with 2).
+    import_processes: int = Field(default_factory=lambda: (os.cpu_count() or 1) + 1)
     #: Rejected rows (personal data) are deleted this many days after their import ended.
     import_rejects_days: int = 30
     #: Country assumed for phone numbers written without +<country code>.

@@ -189,12 +189,19 @@ def main() -> None:
     parser.add_argument("-n", "--rows", type=int, default=1_000_000)
     parser.add_argument("--sizes", help="comma-separated row counts, run one after another (memory in N)")
     parser.add_argument(
-        "--processes", type=int, default=2, help="processes that validate and write (partitions)"
+        "--processes",
+        type=int,
+        default=None,
+        help="processes that validate and write (partitions; default: the import_processes setting)",
     )
     parser.add_argument("--reference-runs", type=int, default=3)
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.processes is None:  # the product's own default
+        from app.config import Settings
+
+        args.processes = Settings.model_fields["import_processes"].get_default(call_default_factory=True)
     if args.child:
         child(args.child, args.processes)
         return
