@@ -1,6 +1,7 @@
 """The claim: the gate decides per row inside the claim statement, due rows are taken in id
-order, and on PostgreSQL the plan stays a handful of index probes whatever the ledger's
-statistics say (a ledger written a moment ago has none)."""
+order, no more than the micro-batch (the rest of the slice left as it was), and on
+PostgreSQL the plan stays a handful of index probes whatever the ledger's statistics say
+(a ledger written a moment ago has none)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from app.models import Campaign, Delivery, Preference, utcnow
 from app.models.base import Channel, PreferenceStatus
 from app.preferences.service import PreferenceChange, apply_changes
 from app.suppression import gate
-from app.suppression.service import add_for_address
+from app.suppression.hashing import IdentifierKind, keyed_hash
+from app.suppression.policy import Origin, Reason
+from app.suppression.service import add_for_address, add_hashed
 from tests.campaigns.helpers import CAMPAIGN, bulk_contacts
 
 
@@ -117,6 +120,54 @@ def test_claim_checks_the_gate_per_row_and_takes_due_rows_in_order(db: Settings,
         ids["c9@example.com"]: "no_consent",
     }
     assert {s for _c, s in _ledger(session, campaign.id).values()} == {"claimed", "suppressed"}
+
+
+def test_a_claim_takes_its_micro_batch_in_order_and_checks_the_gate_for_those(
+    db: Settings, session: Session
+) -> None:
+    emails = [f"claim{i:02d}@example.com" for i in range(30)]
+    ids = bulk_contacts(session, emails)
+    campaign = _campaign_with_ledger(session, db)
+    assert campaign.id is not None
+    deliveries = sorted(_ledger(session, campaign.id))  # in contact order, as the audience is
+    for email in (emails[3], emails[25]):  # one inside the first micro-batch, one after it
+        add_hashed(
+            session,
+            address_hash=keyed_hash(IdentifierKind.EMAIL, email),
+            kind=IdentifierKind.EMAIL,
+            hint=None,
+            channel="email",
+            topic=None,
+            reason=Reason.ONE_CLICK,
+            origin=Origin.RECIPIENT,
+            method="one_click",
+            note=None,
+            actor=Actor.recipient(ip="192.0.2.1"),
+        )
+    session.commit()
+
+    lo, hi = deliveries[0], deliveries[-1]
+    rows = repository.claim_batch(session, campaign, lo=lo, hi=hi, limit=10)
+    session.commit()
+    assert [r.delivery_id for r in rows] == deliveries[:10]
+    by_contact = {r.contact_id: r for r in rows}
+    assert by_contact[ids[emails[3]]].status == "suppressed"
+    assert by_contact[ids[emails[3]]].reason == "suppressed:one_click"
+    assert by_contact[ids[emails[3]]].contact == {}
+    claimed = [r for r in rows if r.status == "claimed"]
+    assert len(claimed) == 9
+    assert all(r.attempts == 1 and r.reason is None for r in claimed)
+    assert {r.contact["email"] for r in claimed} == {e for e in emails[:10] if e != emails[3]}
+
+    session.expire_all()
+    statuses = {d: status for d, (_contact, status) in _ledger(session, campaign.id).items()}
+    assert [statuses[d] for d in deliveries[10:]] == ["pending"] * 20  # untouched, gate or not
+
+    rest = repository.claim_batch(session, campaign, lo=lo, hi=hi, limit=100)
+    session.commit()
+    assert [r.delivery_id for r in rest] == deliveries[10:]
+    assert {r.contact_id for r in rest if r.status == "suppressed"} == {ids[emails[25]]}
+    assert repository.claim_batch(session, campaign, lo=lo, hi=hi, limit=100) == []
 
 
 @pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
