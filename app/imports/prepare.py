@@ -17,6 +17,7 @@ from typing import Any
 from app.contacts.identifiers import normalise_email, normalise_phone, postal_key
 from app.contacts.schemas import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES
 from app.errors import ValidationProblem
+from app.suppression.hashing import HASH_HEX_DIGITS
 
 YES = frozenset(
     {"yes", "y", "true", "t", "1", "x", "ja", "oui", "si", "opted_in", "subscribed", "confirmed", "on"}
@@ -103,6 +104,7 @@ class _Bad(Exception):
 
 
 _KEYED: dict[bytes, Any] = {}
+_HASH_BYTES = HASH_HEX_DIGITS // 2
 _DOMAINS: dict[tuple[bytes, str], str] = {}
 
 
@@ -114,7 +116,7 @@ def keyed(key: bytes, kind: str, value: str) -> str:
         base = _KEYED[key] = hmac.new(key, digestmod=hashlib.sha256)
     mac = base.copy()
     mac.update(f"{kind}:{value}".encode())
-    return str(mac.hexdigest())
+    return mac.digest()[:_HASH_BYTES].hex()
 
 
 def _domain_hash(key: bytes, domain: str) -> str:

@@ -31,3 +31,117 @@ def test_downgrade_and_upgrade_again(db: Settings) -> None:
     upgrade(db)
     with engine.connect() as conn:
         assert MigrationContext.configure(conn).get_current_revision() is not None
+
+
+def _full_hash(kind: str, value: str) -> str:
+    """A keyed hash as revisions before 0007 stored it: all 64 hex digits."""
+    import hashlib
+    import hmac
+
+    from app.config import get_settings
+
+    return hmac.new(get_settings().address_hash_key(), f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def test_0007_keeps_every_stored_hash_matching(db: Settings) -> None:
+    """Hashes stored in full before 0007 are cut to the 32 digits the code now computes:
+    the contact is still found by its address, its suppression still refuses it, the
+    consent ledger still answers for the address, and the ledger stays append-only."""
+    import pytest
+    import sqlalchemy as sa
+    from sqlmodel import Session, col, select
+
+    from app.contacts import service as contacts
+    from app.models import ConsentEvent, Contact, Suppression, utcnow
+    from app.suppression import gate
+    from app.suppression.hashing import HASH_HEX_DIGITS, IdentifierKind, keyed_hash
+    from app.suppression.service import lookup_hashes
+
+    cfg = alembic_config(db.resolved_database_url)
+    engine = get_engine(db)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+    email_hash = _full_hash("email", "ada@example.org")
+    assert len(email_hash) == 64
+    with Session(engine) as session:
+        contact = Contact(
+            email="ada@example.org",
+            email_hash=email_hash,
+            domain_hash=_full_hash("domain", "example.org"),
+            phone="+4930123456",
+            phone_hash=_full_hash("phone", "+4930123456"),
+            source="import",
+        )
+        session.add(contact)
+        session.flush()
+        session.add(
+            ConsentEvent(
+                contact_id=contact.id,
+                address_hash=email_hash,
+                channel="email",
+                status="opted_out",
+                method="one_click",
+                actor="recipient",
+                occurred_at=utcnow(),
+            )
+        )
+        session.add(
+            Suppression(
+                channel="email",
+                kind="email",
+                address_hash=email_hash,
+                reason="unsubscribe",
+                origin="recipient",
+            )
+        )
+        session.commit()
+        contact_id = contact.id
+    upgrade(db)
+
+    with Session(engine) as session:
+        stored = session.get(Contact, contact_id)
+        assert stored is not None
+        assert stored.email_hash == keyed_hash(IdentifierKind.EMAIL, "ada@example.org") == email_hash[:32]
+        assert stored.phone_hash == keyed_hash(IdentifierKind.PHONE, "+4930123456")
+        assert len(stored.domain_hash or "") == HASH_HEX_DIGITS
+        found = contacts.find_by_email(session, "Ada@Example.org")
+        assert found is not None and found.id == contact_id
+        assert contact_id is not None
+        decision = gate.check_one(session, contact_id, channel="email", topic=None, purpose="marketing")
+        assert not decision.allowed and decision.reason is not None and "unsubscribe" in decision.reason
+        events = session.exec(
+            select(ConsentEvent).where(col(ConsentEvent.address_hash).in_(lookup_hashes("ada@example.org")))
+        ).all()
+        assert len(events) == 1
+        with pytest.raises(sa.exc.DatabaseError, match="append-only"):
+            session.execute(sa.text("UPDATE consent_event SET method = 'staff'"))
+        session.rollback()
+
+
+def test_downgrade_below_0007_refuses_while_hashes_are_stored(db: Settings) -> None:
+    """Code before 0007 computes 64-digit hashes and would no longer recognise anyone
+    stored since (nor honour their opt-outs): the downgrade refuses and changes nothing."""
+    import pytest
+    import sqlalchemy as sa
+    from sqlmodel import Session
+
+    from app.models import Suppression
+
+    engine = get_engine(db)
+    with Session(engine) as session:
+        session.add(
+            Suppression(
+                channel="email", kind="email", address_hash="ab" * 16, reason="complaint", origin="inbound"
+            )
+        )
+        session.commit()
+    cfg = alembic_config(db.resolved_database_url)
+    with engine.connect() as conn:
+        before = MigrationContext.configure(conn).get_current_revision()
+    with pytest.raises(RuntimeError, match="cannot downgrade below 0007"), engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006")
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == before
+        assert conn.execute(sa.text("SELECT count(*) FROM suppression")).scalar() == 1
