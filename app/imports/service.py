@@ -219,6 +219,8 @@ class _Work:
     batch_size: int
     #: Position of the email column (None: no email column, one partition only).
     email_at: int | None
+    #: The file holds no quotes: each line is one record.
+    plain: bool = False
 
 
 def _progress(job: Import) -> Progress:
@@ -275,7 +277,8 @@ def _setup(import_id: int, settings: Settings) -> _Work | Progress:
         detail=options.get("source_detail"),
     )
     email_at = plan.targets.index("email") if "email" in plan.targets else None
-    return _Work(import_id, str(path), fmt, ctx, job_info, settings.import_batch_size, email_at)
+    plain = not csvfile.has_quotes(path, fmt.encoding)
+    return _Work(import_id, str(path), fmt, ctx, job_info, settings.import_batch_size, email_at, plain)
 
 
 def _partitions(work: _Work, wanted: int, settings: Settings) -> int:
@@ -300,7 +303,22 @@ def partition_of(cells: list[str], email_at: int | None, partitions: int) -> int
     """Rows for the same person always go to the same partition (by their email key)."""
     if partitions == 1 or email_at is None or email_at >= len(cells):
         return 0
-    raw = cells[email_at].strip()
+    return _partition_of_email(cells[email_at], partitions)
+
+
+def line_partition(email_at: int, delimiter: str, partitions: int) -> Callable[[str], int]:
+    """:func:`partition_of` of a raw line of a file without quotes (where its cells are
+    what lies between delimiters)."""
+
+    def of(line: str) -> int:
+        cells = line.split(delimiter, email_at + 1)
+        return 0 if len(cells) <= email_at else _partition_of_email(cells[email_at], partitions)
+
+    return of
+
+
+def _partition_of_email(cell: str, partitions: int) -> int:
+    raw = cell.strip()
     if not raw:
         return 0
     if raw.isascii() and '"' not in raw and "xn--" not in raw.lower():
@@ -444,15 +462,22 @@ def _run_partition(
             batch, seen_rows = [], 0
 
         last_row = after
-        for record in csvfile.records(Path(work.path), work.fmt):
+        owner: Callable[[str], bool] | None = None
+        if partitions > 1 and work.plain and work.email_at is not None:
+            # Each line is one record: only this partition's lines are parsed. A line the
+            # CSV reader refuses belongs to the partition its email cell names.
+            of = line_partition(work.email_at, work.fmt.delimiter, partitions)
+            owner = lambda line: of(line) == partition  # noqa: E731
+        for record in csvfile.records(Path(work.path), work.fmt, skip=after - 1, owner=owner):
             if record.row <= after:
                 continue
             last_row = record.row
-            if record.error is None:
-                if partitions > 1 and partition_of(record.cells, work.email_at, partitions) != partition:
+            if owner is None and partitions > 1:  # every record was read: keep this partition's
+                if record.error is None:
+                    if partition_of(record.cells, work.email_at, partitions) != partition:
+                        continue
+                elif partition != 0:
                     continue
-            elif partition != 0:
-                continue
             batch.append(record)
             seen_rows += 1
             if len(batch) >= work.batch_size:

@@ -162,3 +162,35 @@ def test_the_quick_count_is_taken_only_without_quotes(tmp_path: Path) -> None:
     path.write_text('email,notes\r\na@example.com,"two\nlines"\r\nb@example.com,x\r\n', encoding="utf-8")
     fmt = csvfile.detect(path)
     assert csvfile.count_records(path, fmt) == 2  # a line-by-line count would say 3
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.lists(
+        st.sampled_from([p for p in _PIECES if p != '"'] + ["B@Example.COM ", "c@example.org"]), max_size=60
+    ),
+    delimiter=st.sampled_from([",", ";", "\t"]),
+    partitions=st.integers(min_value=2, max_value=3),
+    skip=st.integers(min_value=0, max_value=3),
+)
+def test_partitions_parse_only_their_own_lines_and_together_read_every_record(
+    tmp_path: Path, body: list[str], delimiter: str, partitions: int, skip: int
+) -> None:
+    """In a file without quotes each import partition parses only the lines whose email
+    cell is its own: together they read exactly the records one full reading gives (same
+    row numbers, cells and errors), each once, and each in the partition ``partition_of``
+    names for its cells."""
+    from app.imports.service import line_partition, partition_of
+
+    path = tmp_path / "partitions.csv"
+    path.write_bytes(("email,name\r\n" + "".join(body)).replace(",", delimiter).encode("utf-8"))
+    fmt = csvfile.FileFormat(encoding="utf-8", delimiter=delimiter, header=["email", "name"])
+    assert not csvfile.has_quotes(path, fmt.encoding)
+    everything = list(csvfile.records(path, fmt, skip=skip))
+    of = line_partition(0, delimiter, partitions)
+    read: list[csvfile.Record] = []
+    for partition in range(partitions):
+        for record in csvfile.records(path, fmt, skip=skip, owner=lambda line, p=partition: of(line) == p):
+            read.append(record)
+            assert partition_of(record.cells, 0, partitions) == partition
+    assert sorted(read, key=lambda r: r.row) == everything
