@@ -133,6 +133,8 @@ class PostgresBulk(Bulk):
     """``COPY`` and array parameters on the session's psycopg connection."""
 
     database_clock = True
+    #: People's preferences by contact id (``ix_preference_contact``).
+    PREFERENCES_SQL = "SELECT contact_id, channel, topic, status FROM preference WHERE contact_id = ANY(%s)"
 
     _sequences: dict[str, str] = {}
 
@@ -178,10 +180,7 @@ class PostgresBulk(Bulk):
         if not contact_ids:
             return []
         with self.raw.cursor() as cur:
-            cur.execute(
-                "SELECT contact_id, channel, topic, status FROM preference WHERE contact_id = ANY(%s)",
-                (list(contact_ids),),
-            )
+            cur.execute(self.PREFERENCES_SQL, (list(contact_ids),))
             return [tuple(row) for row in cur.fetchall()]
 
     def suppressions(self, hashes: Sequence[str]) -> list[tuple[str, str | None, str | None, str]]:

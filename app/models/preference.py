@@ -16,6 +16,9 @@ class Preference(SQLModel, table=True):
 
     __tablename__ = "preference"
     __table_args__ = (
+        # A person's preferences, all channels and topics (the unique indexes below are
+        # partial: neither serves ``contact_id = …`` alone; migration 0008).
+        Index("ix_preference_contact", "contact_id"),
         Index(
             "uq_preference_channel",
             "contact_id",

@@ -74,3 +74,27 @@ def test_copy_round_trips_through_postgresql(session: Session) -> None:
         assert stored.attributes == row["attributes"]
         assert stored.source_detail == row["source_detail"]
         assert stored.created_at == now
+
+
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
+def test_looking_up_known_peoples_preferences_reads_an_index(session: Session) -> None:
+    """An import batch that meets people already stored reads their preferences by
+    contact id. Both unique indexes of preference are partial, so without an index on
+    contact_id alone this read the whole table once per batch (an import's cost then grew
+    with the square of its size)."""
+    import sqlalchemy as sa
+
+    from app.models import Preference
+
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    session.execute(sa.text("SET enable_seqscan = off"))  # a scan only if no index serves
+    with raw.cursor() as cur:
+        cur.execute("EXPLAIN " + PostgresBulk.PREFERENCES_SQL, ([1, 2, 3],))
+        plan = "\n".join(row[0] for row in cur.fetchall())
+    assert "Seq Scan" not in plan and "ix_preference_contact" in plan, plan
+    # The preference centre and every preference change read them the same way.
+    stmt = sa.select(Preference).where(Preference.contact_id == 1)
+    sql = stmt.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True})
+    plan = "\n".join(r[0] for r in session.execute(sa.text(f"EXPLAIN {sql}")))
+    assert "Seq Scan" not in plan, plan
