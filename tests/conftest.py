@@ -109,6 +109,11 @@ def _clean(url: str) -> None:
             ),
             {"keep": list(SEED_TOPICS)},
         )
+    if engine.dialect.name == "sqlite":
+        # ``PRAGMA foreign_keys = ON`` inside the transaction above was a no-op, which left
+        # this pooled connection checking no foreign key for the test that came next: new
+        # connections get the application's pragmas again.
+        engine.dispose()
 
 
 @pytest.fixture
