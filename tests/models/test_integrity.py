@@ -1,0 +1,145 @@
+"""References to a contact: foreign keys on SQLite, statement-level triggers on PostgreSQL
+(migration 0009). Either way a preference or a consent event never names a contact that
+does not exist, a contact's deletion takes its preferences along, and the ledger's events
+keep the append-only rule."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from app.config import Settings
+from app.db import get_engine
+from app.models import ConsentEvent, Contact, Preference, utcnow
+
+
+def _contact(session: Session, email: str = "ada@example.org") -> int:
+    contact = Contact(email=email, source="import")
+    session.add(contact)
+    session.commit()
+    assert contact.id is not None
+    return contact.id
+
+
+def _event(contact_id: int | None) -> ConsentEvent:
+    return ConsentEvent(
+        contact_id=contact_id,
+        channel="email",
+        status="opted_in",
+        method="import",
+        actor="staff",
+        occurred_at=utcnow(),
+    )
+
+
+def test_a_preference_or_event_for_a_missing_contact_is_refused(session: Session) -> None:
+    known = _contact(session)
+    for row in (
+        Preference(contact_id=known + 1000, channel="email", status="opted_in"),
+        _event(known + 1000),
+    ):
+        session.add(row)
+        with pytest.raises(sa.exc.IntegrityError):
+            session.commit()
+        session.rollback()
+    # One missing contact among many rows of one statement is enough to refuse them all.
+    rows = [
+        {"contact_id": known, "channel": "email", "topic": f"t{i}", "status": "opted_in"} for i in range(50)
+    ]
+    rows[37]["contact_id"] = known + 1000
+    with pytest.raises(sa.exc.IntegrityError):
+        session.execute(sa.insert(Preference), rows)
+    session.rollback()
+    assert session.scalar(sa.select(sa.func.count()).select_from(Preference)) == 0
+    session.add(Preference(contact_id=known, channel="email", status="opted_in"))
+    session.add(_event(known))
+    session.add(_event(None))  # an event whose contact was erased names none
+    session.commit()
+
+
+def test_a_preference_cannot_move_to_a_missing_contact(session: Session) -> None:
+    known = _contact(session)
+    pref = Preference(contact_id=known, channel="email", status="opted_in")
+    session.add(pref)
+    session.commit()
+    with pytest.raises(sa.exc.IntegrityError):
+        session.execute(sa.update(Preference).values(contact_id=known + 1000))
+    session.rollback()
+    session.execute(sa.update(Preference).values(status="opted_out"))  # other changes are fine
+    session.commit()
+
+
+def test_deleting_a_contact_takes_its_preferences_and_is_refused_while_events_name_it(
+    session: Session,
+) -> None:
+    gone, kept = _contact(session), _contact(session, "bob@example.org")
+    session.add_all(
+        [
+            Preference(contact_id=gone, channel="email", status="opted_in"),
+            Preference(contact_id=gone, channel="email", topic="news", status="opted_in"),
+            Preference(contact_id=kept, channel="email", status="opted_in"),
+        ]
+    )
+    session.commit()
+    session.execute(sa.delete(Contact).where(Contact.id == gone))  # type: ignore[arg-type]
+    session.commit()
+    left = session.scalars(sa.select(Preference.contact_id)).all()
+    assert left == [kept]
+    session.add(_event(kept))
+    session.commit()
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"):
+        session.execute(sa.delete(Contact).where(Contact.id == kept))  # type: ignore[arg-type]
+    session.rollback()
+
+
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
+def test_a_referenced_contact_keeps_its_id(session: Session) -> None:
+    known = _contact(session)
+    session.add(Preference(contact_id=known, channel="email", status="opted_in"))
+    session.commit()
+    with pytest.raises(sa.exc.IntegrityError):
+        session.execute(sa.update(Contact).where(Contact.id == known).values(id=known + 1000))  # type: ignore[arg-type]
+    session.rollback()
+
+
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
+def test_a_new_reference_holds_its_contact_against_a_concurrent_delete(db: Settings) -> None:
+    """As a foreign key's check does, writing a preference locks its contact (FOR KEY
+    SHARE) until the transaction ends: a delete of that contact waits; and a preference
+    written while the contact's delete is in flight is refused once the delete commits."""
+    engine = get_engine(db)
+    with Session(engine) as setup:
+        known, other = _contact(setup), _contact(setup, "bob@example.org")
+    with engine.connect() as writer, engine.connect() as deleter:
+        writer.execute(sa.insert(Preference).values(contact_id=known, channel="email", status="opted_in"))
+        deleter.execute(sa.text("SET lock_timeout = '300ms'"))
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+            deleter.execute(sa.delete(Contact).where(Contact.id == known))  # type: ignore[arg-type]
+        deleter.rollback()
+        writer.commit()
+
+        deleter.execute(sa.delete(Contact).where(Contact.id == other))  # type: ignore[arg-type]
+        failure: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                writer.execute(
+                    sa.insert(Preference).values(contact_id=other, channel="email", status="opted_in")
+                )
+                writer.commit()
+            except BaseException as exc:
+                failure.append(exc)
+                writer.rollback()
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive(), "the write did not wait for the delete in flight"
+        deleter.commit()
+        thread.join(10)
+        assert len(failure) == 1 and isinstance(failure[0], sa.exc.IntegrityError), failure
+    with Session(engine) as check:
+        assert check.scalars(sa.select(Preference.contact_id)).all() == [known]
