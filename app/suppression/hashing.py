@@ -15,7 +15,7 @@ still finds its row (``left(h, 32)``)."""
 from __future__ import annotations
 
 import hashlib
-import hmac
+from collections.abc import Callable
 from enum import StrEnum
 
 from app.config import get_settings
@@ -33,5 +33,38 @@ class IdentifierKind(StrEnum):
 
 def keyed_hash(kind: IdentifierKind | str, normalised: str, *, key: bytes | None = None) -> str:
     secret = key if key is not None else get_settings().address_hash_key()
-    message = f"{IdentifierKind(kind).value}:{normalised}".encode()
-    return hmac.new(secret, message, hashlib.sha256).digest()[: HASH_HEX_DIGITS // 2].hex()
+    return keyed_hasher(secret)(IdentifierKind(kind).value, normalised)
+
+
+def keyed_hasher(key: bytes) -> Callable[[str, str], str]:
+    """``(kind, normalised) -> keyed hash`` under ``key``: HMAC-SHA256 (RFC 2104) with the
+    key's inner and outer pads hashed once, so each hash copies two prepared SHA-256 states
+    (0.9 µs instead of 1.6 for copying an ``hmac`` object, 4 for a fresh one). An import
+    hashes one to three identifiers per row. A property test checks it against ``hmac``."""
+    found = _HASHERS.get(key)
+    if found is not None:
+        return found
+    block = (hashlib.sha256(key).digest() if len(key) > _BLOCK else key).ljust(_BLOCK, b"\0")
+    inner = _sha256(bytes(b ^ 0x36 for b in block)).copy
+    outer = _sha256(bytes(b ^ 0x5C for b in block)).copy
+    size = HASH_HEX_DIGITS // 2
+
+    def hasher(kind: str, normalised: str) -> str:
+        first = inner()
+        first.update(f"{kind}:{normalised}".encode())
+        second = outer()
+        second.update(first.digest())
+        return second.digest()[:size].hex()
+
+    if len(_HASHERS) > 16:
+        _HASHERS.clear()
+    _HASHERS[key] = hasher
+    return hasher
+
+
+_BLOCK = 64  # SHA-256's block size
+_HASHERS: dict[bytes, Callable[[str, str], str]] = {}
+try:  # the interpreter's own SHA-256: cheaper to copy than OpenSSL's for messages this short
+    from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # pragma: no cover - other interpreters
+    _sha256 = hashlib.sha256
