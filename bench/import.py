@@ -15,8 +15,10 @@ then in the same run:
   calls) in a separate worker process, which splits the rows among ``--processes``
   processes (by a hash of the email) that each validate and write their share.
 
-Prints rows per second for both, their ratio, and the worker's peak resident memory
-(its own, and the largest of its partition processes)."""
+Prints rows per second for both, their ratio, the CPU time per row of the import's
+processes and of its PostgreSQL backends (less sensitive than the rate to whatever else the
+machine is doing), and the worker's peak resident memory (its own, and the largest of its
+partition processes)."""
 
 from __future__ import annotations
 
@@ -35,6 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from measure import BackendCpu  # noqa: E402
 
 FIRST = ["Anna", "Ben", "Carla", "David", "Emma", "Felix", "Greta", "Hugo", "Ida", "Jonas", "Klara", "Lukas"]
 LAST = ["Müller", "Schmidt", "Smith", "García", "Rossi", "Dubois", "Kowalski", "Jensen", "O'Brien", "Nguyen"]
@@ -105,15 +110,20 @@ def child(import_id: int, processes: int) -> None:
     """The worker process: runs the import job to the end and reports its figures."""
     from app.imports import service
 
+    before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     final = service.run(import_id, processes=processes)
     elapsed = time.perf_counter() - start
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    helpers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    self_usage = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the partition processes
+    own = self_usage.ru_maxrss / 1024
+    helpers = children.ru_maxrss / 1024
+    cpu = sum(u.ru_utime + u.ru_stime for u in (self_usage, children)) - before.ru_utime - before.ru_stime
     print(
         json.dumps(
             {
                 "elapsed": elapsed,
+                "cpu": cpu,
                 "rss_mb": own,
                 "helper_rss_mb": helpers,
                 "status": final.status,
@@ -164,15 +174,25 @@ def run_listwarden(path: Path, base_url: str, processes: int) -> dict[str, objec
                 enqueue=False,
             )
             import_id = job.id
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", str(import_id), "--processes", str(processes)],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        if out.returncode != 0:
-            sys.exit(f"the import worker failed:\n{out.stderr[-4000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        backends = BackendCpu(admin, name)
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            worker = subprocess.Popen(
+                [sys.executable, __file__, "--child", str(import_id), "--processes", str(processes)],
+                env=env,
+                stdout=out,
+                stderr=err,
+                text=True,
+            )
+            while worker.poll() is None:  # the partitions' backends, while they live
+                time.sleep(0.5)
+                backends.sample()
+            out.seek(0)
+            err.seek(0)
+            if worker.returncode != 0:
+                sys.exit(f"the import worker failed:\n{err.read()[-4000:]}")
+            result: dict[str, object] = json.loads(out.read().strip().splitlines()[-1])
+        result["pg_cpu"] = backends.total()
+        return result
     finally:
         from app.db import dispose_engines
 
@@ -221,6 +241,9 @@ def main() -> None:
         helpers = f"{args.processes} partition process{'es' if args.processes != 1 else ''}"
         print(f"Listwarden import        {rate:,.0f} rows/s  ({ours['elapsed']:.1f} s, {helpers})")
         print(f"ratio                    {rate / ref_rate:.3f}")
+        py_us, pg_us = (float(ours[k]) * 1e6 / rows for k in ("cpu", "pg_cpu"))  # type: ignore[arg-type]
+        split = f"import processes {py_us:.0f}, PostgreSQL {pg_us:.0f}"
+        print(f"CPU per row              {py_us + pg_us:.0f} us ({split})")
         memory = f"{ours['rss_mb']:.0f} MB (largest partition process {ours['helper_rss_mb']:.0f} MB)"
         print(f"worker peak memory       {memory}")
         print(f"counts                   {json.dumps(ours['counts'])}")
