@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     Integer,
     Row,
@@ -313,42 +314,33 @@ def _claimed(row: Row[Any], contact: dict[str, Any]) -> ClaimedRow:
     )
 
 
-_OUTCOMES_UNNEST = text(
+#: The outcomes of a micro-batch as one JSON parameter (``orjson`` writes it in C): binding
+#: eight arrays instead cost psycopg's Python dumpers ~20 µs per row (each element of
+#: each array dumped on its own), more than the whole UPDATE on the server.
+_OUTCOMES_JSON = text(
     """
     UPDATE delivery AS d SET
-        status = v.status, reason = v.reason, smtp_code = v.code, smtp_reply = v.reply,
-        message_id = v.message_id, sent_at = v.sent_at, next_attempt_at = v.next, updated_at = :now
-    FROM unnest(
-        CAST(:ids AS integer[]), CAST(:statuses AS varchar[]), CAST(:reasons AS varchar[]),
-        CAST(:codes AS integer[]), CAST(:replies AS text[]), CAST(:message_ids AS varchar[]),
-        CAST(:sent_ats AS timestamptz[]), CAST(:nexts AS timestamptz[])
-    ) AS v(id, status, reason, code, reply, message_id, sent_at, next)
-    WHERE d.id = v.id AND d.status = 'claimed'
+        status = v.b_status, reason = v.b_reason, smtp_code = v.b_code, smtp_reply = v.b_reply,
+        message_id = v.b_message_id, sent_at = v.b_sent_at, next_attempt_at = v.b_next,
+        updated_at = :now
+    FROM json_to_recordset(CAST(:rows AS json)) AS v(
+        b_id integer, b_status varchar, b_reason varchar, b_code integer, b_reply text,
+        b_message_id varchar, b_sent_at timestamptz, b_next timestamptz
+    )
+    WHERE d.id = v.b_id AND d.status = 'claimed'
     """
 )
 
 
 def record_outcomes(session: Session, outcomes: list[dict[str, Any]]) -> None:
-    """Write final or retry states, one executemany. Each dict: b_id, status, reason,
-    smtp_code, smtp_reply, message_id, sent_at, next_attempt_at."""
+    """Write final or retry states over ``claimed`` rows only. Each dict (``_record`` in
+    the service): b_id, b_status, b_reason, b_code, b_reply, b_message_id, b_sent_at
+    (aware datetime or None), b_next (likewise)."""
     if not outcomes:
         return
     now = utcnow()
     if session.get_bind().dialect.name == "postgresql":  # one statement for the whole batch
-        session.execute(
-            _OUTCOMES_UNNEST,
-            {
-                "now": now,
-                "ids": [o["b_id"] for o in outcomes],
-                "statuses": [o["b_status"] for o in outcomes],
-                "reasons": [o["b_reason"] for o in outcomes],
-                "codes": [o["b_code"] for o in outcomes],
-                "replies": [o["b_reply"] for o in outcomes],
-                "message_ids": [o["b_message_id"] for o in outcomes],
-                "sent_ats": [o["b_sent_at"] for o in outcomes],
-                "nexts": [o["b_next"] for o in outcomes],
-            },
-        )
+        session.execute(_OUTCOMES_JSON, {"now": now, "rows": orjson.dumps(outcomes).decode()})
         return
     stmt = (
         update(_d)

@@ -54,7 +54,8 @@ class Delivery(SQLModel, table=True):
         UniqueConstraint("campaign_id", "contact_id", name="uq_delivery_campaign_contact"),
         Index("ix_delivery_campaign_status", "campaign_id", "status"),
         Index("ix_delivery_contact", "contact_id"),
-        Index("ix_delivery_message_id", "message_id"),
+        # No index on message_id: inbound mail is matched by the delivery id the
+        # Message-ID carries, then compared (migration 0010).
         # The claims in flight, for the lease expiry (the scheduler, every few seconds).
         Index(
             "ix_delivery_claimed",

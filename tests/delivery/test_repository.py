@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import psycopg
@@ -23,6 +23,7 @@ from app.config import Settings, use_settings
 from app.contacts import service as contacts
 from app.db import get_engine
 from app.delivery import repository
+from app.delivery import service as _service
 from app.models import Campaign, Delivery, Preference, utcnow
 from app.models.base import Channel, PreferenceStatus
 from app.preferences.service import PreferenceChange, apply_changes
@@ -321,3 +322,54 @@ def test_claim_follows_the_consent_mode_in_force(db: Settings, session: Session)
         use_settings(db)
     assert (first.status, first.reason) == ("suppressed", "no_consent")
     assert (second.status, second.reason) == ("claimed", None)
+
+
+def test_record_outcomes_writes_every_field_over_claimed_rows_only(db: Settings, session: Session) -> None:
+    """The outcomes of a micro-batch, in one statement: every field as given (None too,
+    replies with quotes, backslashes, line breaks and non-ASCII text), over ``claimed``
+    rows only — a row no longer claimed (expired to ``unknown`` meanwhile) keeps its state."""
+    bulk_contacts(session, [f"o{i}@example.com" for i in range(4)])
+    campaign = _campaign_with_ledger(session, db)
+    assert campaign.id is not None
+    ledger = sorted(_ledger(session, campaign.id))
+    rows = repository.claim_batch(session, campaign, lo=ledger[0], hi=ledger[-1], limit=10)
+    session.commit()
+    assert [r.status for r in rows] == ["claimed"] * 4
+    lost = ledger[3]
+    session.execute(update(Delivery).where(Delivery.id == lost).values(status="unknown"))  # type: ignore[arg-type]
+    session.commit()
+    sent_at = datetime(2026, 12, 1, 6, 30, 15, 123456, tzinfo=UTC)
+    retry_at = datetime(2026, 12, 1, 7, 0, 0, tzinfo=UTC)
+    reply = 'queued as "A1\\B2"\n2.0.0 Ok: déjà vu ✓'
+    outcomes = [
+        _service._record(ledger[0], "sent", None, 250, reply, "<lw.1.x@example.com>", None, sent_at),
+        _service._record(ledger[1], "deferred", "temporary failure", 451, "try later", "<m2>", retry_at),
+        _service._record(ledger[2], "bounced", "mailbox does not exist", 550, None, None, None),
+        _service._record(lost, "sent", None, 250, "late", "<m4>", None, sent_at),
+    ]
+    repository.record_outcomes(session, outcomes)
+    session.commit()
+    session.expire_all()
+    got = {
+        d.id: d
+        for d in session.execute(sa.select(Delivery).where(Delivery.campaign_id == campaign.id)).scalars()  # type: ignore[arg-type]
+    }
+    first, second, third, fourth = (got[i] for i in ledger)
+    assert (first.status, first.reason, first.smtp_code, first.smtp_reply) == ("sent", None, 250, reply)
+    assert (first.message_id, first.sent_at, first.next_attempt_at) == ("<lw.1.x@example.com>", sent_at, None)
+    assert (second.status, second.reason, second.smtp_code, second.smtp_reply) == (
+        "deferred",
+        "temporary failure",
+        451,
+        "try later",
+    )
+    assert (second.message_id, second.sent_at, second.next_attempt_at) == ("<m2>", None, retry_at)
+    assert (third.status, third.reason, third.smtp_code, third.smtp_reply, third.message_id) == (
+        "bounced",
+        "mailbox does not exist",
+        550,
+        None,
+        None,
+    )
+    assert (fourth.status, fourth.smtp_code, fourth.message_id) == ("unknown", None, None)
+    assert fourth.sent_at is None
