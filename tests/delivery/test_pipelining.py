@@ -50,11 +50,13 @@ def test_many_messages_over_few_connections_against_aiosmtpd() -> None:
 @dataclass
 class Scripted:
     """A raw SMTP server: records each chunk it reads and answers line by line.
-    ``final``: the reply to the end-of-data dot of the n-th message (1-based), or "drop"
-    to close the connection instead of answering."""
+    ``final``: the reply to the end-of-data dot of the n-th message (1-based), "drop"
+    to close the connection instead of answering, or "silent" to answer nothing (and keep
+    the connection open). ``silent_mail``: MAIL gets no answer, ever."""
 
     pipelining: bool
     final: dict[int, str] = field(default_factory=dict)
+    silent_mail: bool = False
     chunks: list[bytes] = field(default_factory=list)
     delivered: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
@@ -81,6 +83,11 @@ class Scripted:
                         if answer == "drop":
                             writer.close()
                             return
+                        if answer == "silent":  # read on, answer nothing more
+                            while await reader.read(65536):
+                                pass
+                            writer.close()
+                            return
                         if answer == "accept-and-close":  # 250, then hang up on what follows
                             self.delivered.append(rcpt)
                             writer.write(b"250 2.0.0 queued\r\n")
@@ -96,7 +103,8 @@ class Scripted:
                     extra = b"250-PIPELINING\r\n" if self.pipelining else b""
                     writer.write(b"250-scripted\r\n" + extra + b"250 8BITMIME\r\n")
                 elif verb == b"MAIL":
-                    writer.write(b"250 2.1.0 ok\r\n")
+                    if not self.silent_mail:
+                        writer.write(b"250 2.1.0 ok\r\n")
                 elif verb == b"RCPT":
                     rcpt = line.decode().split("<", 1)[1].rstrip(">")
                     writer.write(b"250 2.1.5 ok\r\n")
@@ -141,9 +149,11 @@ def scripted() -> Iterator[tuple[Scripted, asyncio.AbstractEventLoop]]:
     thread.join(5)
 
 
-def _transport(port: int, connections: int = 1) -> SmtpTransport:
+def _transport(port: int, connections: int = 1, timeout: float = 5) -> SmtpTransport:
     return SmtpTransport(
-        RelayConfig.from_url(f"smtp://127.0.0.1:{port}?starttls=0&connections={connections}&timeout=5")
+        RelayConfig.from_url(
+            f"smtp://127.0.0.1:{port}?starttls=0&connections={connections}&timeout={timeout:g}"
+        )
     )
 
 
@@ -230,3 +240,40 @@ def test_server_hangs_up_after_accepting(scripted) -> None:  # type: ignore[no-u
     assert statuses[3] == "sent"
     assert elapsed < 4  # well under the 5 s reply timeout
     assert server.delivered == ["person0@example.org", "person1@example.org", "person3@example.org"]
+
+
+def test_no_answer_after_a_dot_times_out_as_unknown(scripted) -> None:  # type: ignore[no-untyped-def]
+    """The server takes a message and never answers its dot: after the reply timeout that
+    message is ``unknown`` (it may have been accepted: never retried), the one pipelined
+    behind it never reached DATA (``deferred``), and the rest go out on a new connection."""
+    make, _loop = scripted
+    server = make(pipelining=True, final={2: "silent"})
+    transport = _transport(server.port, timeout=1)
+    try:
+        started = time.monotonic()
+        outcomes = transport.send_batch(_envelopes(4))
+        elapsed = time.monotonic() - started
+    finally:
+        transport.close()
+    assert [o.status for o in outcomes] == ["sent", "unknown", "deferred", "sent"]
+    assert outcomes[1].reply is not None and "no answer from the server in 1 s" in outcomes[1].reply
+    assert 0.9 <= elapsed < 4
+    assert server.delivered == ["person0@example.org", "person3@example.org"]
+
+
+def test_no_answer_before_the_data_times_out_as_deferred(scripted) -> None:  # type: ignore[no-untyped-def]
+    """A server that never answers MAIL: the message is ``deferred`` after the reply
+    timeout (nothing was sent), not left waiting."""
+    make, _loop = scripted
+    server = make(pipelining=True, silent_mail=True)
+    transport = _transport(server.port, timeout=1)
+    try:
+        started = time.monotonic()
+        outcomes = transport.send_batch(_envelopes(1))
+        elapsed = time.monotonic() - started
+    finally:
+        transport.close()
+    assert [o.status for o in outcomes] == ["deferred"]
+    assert outcomes[0].reply is not None and "no answer from the server in 1 s" in outcomes[0].reply
+    assert 0.9 <= elapsed < 4
+    assert server.delivered == []
