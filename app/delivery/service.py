@@ -301,6 +301,21 @@ def _send_claimed(
             _suppress_hard_bounce(session, row)
 
 
+#: The longest relay reply kept on a delivery (multi-line replies can run long).
+MAX_STORED_REPLY = 2000
+
+
+def _stored_reply(reply: str | None) -> str | None:
+    """A relay's reply as the ledger keeps it: a NUL (which PostgreSQL's text refuses, so
+    the whole micro-batch's outcomes failed to write) becomes U+FFFD, and a very long reply
+    is cut."""
+    if reply is None:
+        return None
+    if "\x00" in reply:
+        reply = reply.replace("\x00", "\ufffd")
+    return reply[:MAX_STORED_REPLY]
+
+
 def _record(
     delivery_id: int,
     status: str,
@@ -316,7 +331,7 @@ def _record(
         "b_status": status,
         "b_reason": reason,
         "b_code": code,
-        "b_reply": reply,
+        "b_reply": _stored_reply(reply),
         "b_message_id": message_id,
         "b_sent_at": sent_at,
         "b_next": next_attempt,

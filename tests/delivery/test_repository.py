@@ -326,8 +326,9 @@ def test_claim_follows_the_consent_mode_in_force(db: Settings, session: Session)
 
 def test_record_outcomes_writes_every_field_over_claimed_rows_only(db: Settings, session: Session) -> None:
     """The outcomes of a micro-batch, in one statement: every field as given (None too,
-    replies with quotes, backslashes, line breaks and non-ASCII text), over ``claimed``
-    rows only — a row no longer claimed (expired to ``unknown`` meanwhile) keeps its state."""
+    replies with quotes, backslashes, line breaks and non-ASCII text; a NUL in a reply is
+    kept as U+FFFD), over ``claimed`` rows only — a row no longer claimed (expired to
+    ``unknown`` meanwhile) keeps its state."""
     bulk_contacts(session, [f"o{i}@example.com" for i in range(4)])
     campaign = _campaign_with_ledger(session, db)
     assert campaign.id is not None
@@ -344,7 +345,7 @@ def test_record_outcomes_writes_every_field_over_claimed_rows_only(db: Settings,
     outcomes = [
         _service._record(ledger[0], "sent", None, 250, reply, "<lw.1.x@example.com>", None, sent_at),
         _service._record(ledger[1], "deferred", "temporary failure", 451, "try later", "<m2>", retry_at),
-        _service._record(ledger[2], "bounced", "mailbox does not exist", 550, None, None, None),
+        _service._record(ledger[2], "bounced", "mailbox does not exist", 550, "550 no\x00user", None, None),
         _service._record(lost, "sent", None, 250, "late", "<m4>", None, sent_at),
     ]
     repository.record_outcomes(session, outcomes)
@@ -368,7 +369,7 @@ def test_record_outcomes_writes_every_field_over_claimed_rows_only(db: Settings,
         "bounced",
         "mailbox does not exist",
         550,
-        None,
+        "550 no\ufffduser",  # a NUL from the relay: PostgreSQL refuses it in text
         None,
     )
     assert (fourth.status, fourth.smtp_code, fourth.message_id) == ("unknown", None, None)
