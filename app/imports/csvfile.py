@@ -172,17 +172,9 @@ def records(
         yield from _owned_records(path, fmt, skip, owner)
         return
     with _open(path, fmt.encoding) as handle:
-        reader = csv.reader(handle, delimiter=fmt.delimiter, strict=True)
         row = 0
         header_seen = False
-        while True:
-            error = None
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                cells, error = [], _describe(str(exc))
+        for cells, error in _parsed(csv.reader(handle, delimiter=fmt.delimiter, strict=True)):
             # A blank line: no cell holds anything but whitespace (the first cell usually
             # answers it).
             if not error and not (cells and cells[0].strip()) and not any(c.strip() for c in cells):
@@ -215,16 +207,20 @@ def _owned_records(path: Path, fmt: FileFormat, skip: int, owner: Callable[[str]
             yield line
 
     with _open(path, fmt.encoding) as handle:
-        reader = csv.reader(owned(handle), delimiter=delimiter, strict=True)
-        while True:
-            error = None
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                cells, error = [], _describe(str(exc))
+        for cells, error in _parsed(csv.reader(owned(handle), delimiter=delimiter, strict=True)):
             yield Record(rows.popleft(), cells, error)
+
+
+def _parsed(reader: Iterator[list[str]]) -> Iterator[tuple[list[str], str | None]]:
+    """(cells, None) per record, or ([], what is wrong) for a record the reader refuses;
+    reading goes on after it."""
+    while True:
+        try:
+            yield next(reader), None
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield [], _describe(str(exc))
 
 
 def _describe(message: str) -> str:
