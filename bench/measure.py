@@ -7,9 +7,18 @@ from pathlib import Path
 from typing import Any
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and of its reaped children."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory so far (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pid: int, stat: str = "") -> float:
+    """User + system CPU time of a process and of its reaped children (``stat``: another
+    stat file, a thread's ``/proc/PID/task/TID/stat``)."""
+    fields = Path(stat or f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
 
 

@@ -30,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from measure import BackendCpu, cpu_seconds, peak_rss_mb  # noqa: E402
 
 
 def free_port() -> int:
@@ -58,51 +61,6 @@ def wait_port(port: int, timeout: float = 10) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"nothing listens on {port}")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int, stat: str = "") -> float:
-    """User + system CPU time of a process (and its reaped children), from /proc."""
-    fields = Path(stat or f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-class _BackendCpu:
-    """CPU of the PostgreSQL backends serving the benchmark database, sampled while the
-    campaign runs (a backend's time counts from the first sample, or from 0 when it
-    started later)."""
-
-    def __init__(self, admin: object, dbname: str) -> None:
-        self.admin = admin
-        self.dbname = dbname
-        self.first: dict[int, float] = {}
-        self.last: dict[int, float] = {}
-        self.sample(first=True)
-
-    def sample(self, first: bool = False) -> None:
-        import sqlalchemy as sa
-
-        with self.admin.connect() as conn:  # type: ignore[attr-defined]
-            pids = conn.execute(
-                sa.text("SELECT pid FROM pg_stat_activity WHERE datname = :d"), {"d": self.dbname}
-            ).scalars()
-            for pid in pids:
-                try:
-                    now = cpu_seconds(pid)
-                except (FileNotFoundError, ProcessLookupError):
-                    continue
-                self.first.setdefault(pid, now if first else 0.0)
-                self.last[pid] = now
-
-    def total(self) -> float:
-        return sum(self.last[pid] - self.first[pid] for pid in self.last)
 
 
 def _redis_cpu(client: object) -> float:
@@ -254,7 +212,7 @@ def main() -> None:
             campaign_id = campaign.id
         assert campaign_id is not None
         cpu_before = [cpu_seconds(w.pid) for w in workers]
-        backends = _BackendCpu(admin, dbname)
+        backends = BackendCpu(admin, dbname)
         redis_client = redis.Redis.from_url(args.redis)
         redis_before = _redis_cpu(redis_client)
         start = time.perf_counter()
