@@ -119,20 +119,10 @@ def claim_batch(
         .with_for_update(of=_d, skip_locked=True)
         .cte("picked")
     )
-    passes = picked.c.why.is_(None)
-    stmt = (
-        update(_d)
-        .where(_d.c.id == picked.c.id)
-        .values(
-            status=case((passes, literal("claimed")), else_=literal("suppressed")),
-            reason=picked.c.why,
-            claimed_at=now,
-            updated_at=now,
-            attempts=case((passes, _d.c.attempts + 1), else_=_d.c.attempts),
-        )
-    )
     rows = session.execute(
-        stmt.returning(_d.c.id, _d.c.contact_id, _d.c.status, _d.c.reason, _d.c.attempts)
+        _mark_claimed(picked, now).returning(
+            _d.c.id, _d.c.contact_id, _d.c.status, _d.c.reason, _d.c.attempts
+        )
     ).all()
     # RETURNING may only name the updated table on SQLite: the contacts come in a second
     # statement of the same transaction.
@@ -277,24 +267,30 @@ def _claim_statement(channel: str, topic: str | None, purpose: str, inputs: tupl
         .cte("checked")
         .prefix_with("MATERIALIZED")
     )
-    passes = checked.c.why.is_(None)
+    return _mark_claimed(checked, now).returning(
+        _d.c.id,
+        _d.c.contact_id,
+        _d.c.status,
+        _d.c.reason,
+        _d.c.attempts,
+        *(checked.c[name] for name in CONTACT_COLUMNS),
+    )
+
+
+def _mark_claimed(picked: Any, now: Any) -> Any:
+    """The claim's UPDATE of the rows ``picked`` (a CTE of ``id`` and the gate's ``why``):
+    those the gate lets through become ``claimed`` (one more attempt), the others
+    ``suppressed`` with its reason."""
+    passes = picked.c.why.is_(None)
     return (
         update(_d)
-        .where(_d.c.id == checked.c.id)
+        .where(_d.c.id == picked.c.id)
         .values(
             status=case((passes, literal("claimed")), else_=literal("suppressed")),
-            reason=checked.c.why,
+            reason=picked.c.why,
             claimed_at=now,
             updated_at=now,
             attempts=case((passes, _d.c.attempts + 1), else_=_d.c.attempts),
-        )
-        .returning(
-            _d.c.id,
-            _d.c.contact_id,
-            _d.c.status,
-            _d.c.reason,
-            _d.c.attempts,
-            *(checked.c[name] for name in CONTACT_COLUMNS),
         )
     )
 
