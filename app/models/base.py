@@ -41,6 +41,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 JSONType: Any = JSON().with_variant(JSONB(), "postgresql")
+#: Provenance (where a contact came from, the evidence of a consent): ``json`` on PostgreSQL,
+#: kept exactly as written and several times cheaper to store than ``jsonb`` (migration
+#: 0011). Nothing filters on it in SQL beyond ``->`` / ``->>``, which ``json`` has too.
+ProvenanceJSON: Any = JSON()
 #: A keyed hash or digest in hex. On PostgreSQL it compares bytewise (``COLLATE "C"``,
 #: migration 0005): hex digits sort the same either way, and a C.UTF-8 or ICU collation's
 #: comparisons made every index probe and insert on these columns markedly slower.

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Column, Index, String, text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import HashString, JSONType, UTCDateTime, utcnow
+from app.models.base import HashString, JSONType, ProvenanceJSON, UTCDateTime, utcnow
 
 
 class Contact(SQLModel, table=True):
@@ -52,7 +52,7 @@ class Contact(SQLModel, table=True):
     date_of_birth: date | None = None
     age_confirmed: bool = False
     source: str = Field(default="api", sa_column=Column(String(20), nullable=False))
-    source_detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType))
+    source_detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(ProvenanceJSON))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     #: Set when the person was erased; every personal field is then empty.

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Column, ForeignKey, Index, Integer, String, Text, text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import HashString, JSONType, UTCDateTime, utcnow
+from app.models.base import HashString, ProvenanceJSON, UTCDateTime, utcnow
 
 
 class Preference(SQLModel, table=True):
@@ -89,5 +89,5 @@ class ConsentEvent(SQLModel, table=True):
     text_version: str | None = Field(default=None, sa_column=Column(String(64)))
     ip: str | None = Field(default=None, sa_column=Column(String(64)))
     user_agent: str | None = Field(default=None, sa_column=Column(String(500)))
-    evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSONType))
+    evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(ProvenanceJSON))
     occurred_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -145,3 +145,85 @@ def test_downgrade_below_0007_refuses_while_hashes_are_stored(db: Settings) -> N
     with engine.connect() as conn:
         assert MigrationContext.configure(conn).get_current_revision() == before
         assert conn.execute(sa.text("SELECT count(*) FROM suppression")).scalar() == 1
+
+
+def test_0011_keeps_provenance_and_stores_it_as_written(db: Settings) -> None:
+    """Provenance stored as ``jsonb`` before 0011 reads back the same after it; on
+    PostgreSQL the columns are then ``json``, which keeps a value's text as it was written
+    (key order included), and the downgrade turns them back into ``jsonb``."""
+    import sqlalchemy as sa
+    from sqlmodel import Session
+
+    from app.models import ConsentEvent, Contact, utcnow
+
+    cfg = alembic_config(db.resolved_database_url)
+    engine = get_engine(db)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0010")
+    detail = {"import_id": 7, "row": 12, "file": "leads.csv", "nested": {"b": 1, "a": [1, "x"]}}
+    evidence = {"note": "letter of 3 May", "rows": [3, 9], "given_at": "2026-05-03"}
+    with Session(engine) as session:
+        contact = Contact(email="ada@example.org", source="import", source_detail=detail)
+        session.add(contact)
+        session.flush()
+        session.add(
+            ConsentEvent(
+                contact_id=contact.id,
+                channel="email",
+                status="opted_in",
+                method="import",
+                actor="staff",
+                evidence=evidence,
+                occurred_at=utcnow(),
+            )
+        )
+        session.commit()
+        contact_id = contact.id
+    upgrade(db)
+
+    postgres = engine.dialect.name == "postgresql"
+    with Session(engine) as session:
+        stored = session.get(Contact, contact_id)
+        assert stored is not None and stored.source_detail == detail
+        event = session.scalars(sa.select(ConsentEvent)).one()
+        assert event.evidence == evidence
+        if postgres:
+            types = dict(
+                session.execute(
+                    sa.text(
+                        "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
+                        "WHERE (table_name, column_name) IN "
+                        "(('contact', 'source_detail'), ('consent_event', 'evidence'),"
+                        " ('contact', 'attributes'))"
+                    )
+                ).all()
+            )
+            assert types == {
+                "contact.source_detail": "json",
+                "consent_event.evidence": "json",
+                "contact.attributes": "jsonb",  # audiences filter on it
+            }
+            written = '{"z": 1, "a": 2}'
+            session.execute(
+                sa.text("UPDATE contact SET source_detail = CAST(:v AS json) WHERE id = :id"),
+                {"v": written, "id": contact_id},
+            )
+            assert session.scalar(sa.text("SELECT source_detail::text FROM contact")) == written
+            assert session.scalar(sa.text("SELECT source_detail ->> 'z' FROM contact")) == "1"
+            session.rollback()
+    if postgres:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0010")
+        with engine.connect() as conn:
+            kinds = conn.execute(
+                sa.text(
+                    "SELECT data_type FROM information_schema.columns WHERE "
+                    "(table_name, column_name) IN "
+                    "(('contact', 'source_detail'), ('consent_event', 'evidence'))"
+                )
+            ).scalars()
+            assert set(kinds) == {"jsonb"}
+            assert conn.execute(sa.text("SELECT evidence FROM consent_event")).scalar() == evidence
+        upgrade(db)

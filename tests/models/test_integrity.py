@@ -143,3 +143,42 @@ def test_a_new_reference_holds_its_contact_against_a_concurrent_delete(db: Setti
         assert len(failure) == 1 and isinstance(failure[0], sa.exc.IntegrityError), failure
     with Session(engine) as check:
         assert check.scalars(sa.select(Preference.contact_id)).all() == [known]
+
+
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
+def test_one_statement_naming_new_and_stored_contacts_locks_the_stored_ones(db: Settings) -> None:
+    """In one statement, a contact this transaction wrote needs no lock (nobody else can
+    see it), and one stored before is locked against a concurrent delete; a missing one is
+    named in the error, the smallest first."""
+    engine = get_engine(db)
+    with Session(engine) as setup:
+        stored = _contact(setup)
+    with engine.connect() as writer, engine.connect() as deleter:
+        new = writer.execute(
+            sa.insert(Contact).values(email="new@example.org", source="import").returning(Contact.id)  # type: ignore[arg-type]
+        ).scalar_one()
+        writer.execute(
+            sa.insert(Preference),
+            [
+                {"contact_id": stored, "channel": "email", "topic": None, "status": "opted_in"},
+                {"contact_id": new, "channel": "email", "topic": None, "status": "opted_in"},
+                {"contact_id": new, "channel": "email", "topic": "news", "status": "opted_in"},
+            ],
+        )
+        deleter.execute(sa.text("SET lock_timeout = '300ms'"))
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+            deleter.execute(sa.delete(Contact).where(Contact.id == stored))  # type: ignore[arg-type]
+        deleter.rollback()
+        with pytest.raises(sa.exc.IntegrityError, match=rf"Key \(contact_id\)=\({new + 5}\) is not present"):
+            writer.execute(  # one statement, four rows
+                sa.text(
+                    "INSERT INTO consent_event (contact_id, channel, status, method, actor) "
+                    "SELECT id, 'email', 'opted_in', 'import', 'staff' "
+                    "FROM unnest(CAST(:ids AS int[])) AS t(id)"
+                ),
+                {"ids": [stored, new + 9, new, new + 5]},
+            )
+        writer.rollback()
+    with Session(engine) as check:
+        assert check.scalars(sa.select(Preference.contact_id)).all() == []
+        assert check.scalars(sa.select(Contact.id)).all() == [stored]
