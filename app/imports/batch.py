@@ -31,7 +31,18 @@ from sqlmodel import Session
 from app.auth.actor import Actor
 from app.contacts import service as contacts_service
 from app.contacts.identifiers import postal_key
-from app.imports.bulk import CONTACT, EVENT, PREFERENCE, REJECT, SEEN, Bulk, Columns, bulk_for
+from app.imports.bulk import (
+    CONTACT,
+    EVENT,
+    PREFERENCE,
+    REJECT,
+    SEEN,
+    Bulk,
+    Columns,
+    JsonColumn,
+    bulk_for,
+    json_text,
+)
 from app.imports.prepare import Lead, Reject, keyed
 from app.models import Contact, utcnow
 from app.models.base import Channel, PreferenceStatus
@@ -403,6 +414,19 @@ def _detail(job: Job, row: int) -> dict[str, Any]:
     return detail
 
 
+def _detail_template(job: Job, *, detail: bool = True, **extra: str) -> tuple[str, str]:
+    """:func:`_detail` as JSON text around the row number: ``head + str(row) + tail``
+    (without the job's ``detail`` if not ``detail``), then the ``extra`` keys, whose values
+    are JSON text."""
+    head = f'{{"import_id":{int(job.import_id)},"row":'
+    tail = f',"file":{json_text(job.filename)}'
+    if detail and job.detail:
+        tail += f',"detail":{json_text(job.detail)}'
+    for key, value in extra.items():
+        tail += f",{json_text(key)}:{value}"
+    return head, tail + "}"
+
+
 def _age_reason(plan: _Plan) -> str:
     from app.config import get_settings
 
@@ -432,9 +456,12 @@ def _new_contacts(job: Job, plans: list[_Plan], now: Any) -> Columns:
             columns[name] = [bool(lead.values.get(name)) for lead in leads]
         elif name in given:
             columns[name] = [lead.values.get(name) for lead in leads]
-    columns["attributes"] = [dict(lead.attributes) for lead in leads]
+    columns["attributes"] = JsonColumn(
+        json_text(lead.attributes) if lead.attributes else "{}" for lead in leads
+    )
     columns["source"] = [job.source] * n
-    columns["source_detail"] = [_detail(job, lead.row) for lead in leads]
+    head, tail = _detail_template(job)
+    columns["source_detail"] = JsonColumn(f"{head}{lead.row}{tail}" for lead in leads)
     if now is not None:
         columns["created_at"] = columns["updated_at"] = [now] * n
     return columns
@@ -447,7 +474,11 @@ def _events(job: Job, consents: list[tuple[_Plan, str, str | None]], now: Any) -
     address_hashes: list[str | None] = []
     texts: list[str | None] = []
     versions: list[str | None] = []
-    evidences: list[dict[str, Any]] = []
+    evidences = JsonColumn()
+    # Each event's evidence — {import_id, row, file, source} and the row's given_at,
+    # consent_ip and merged rows when it has them — as JSON text from a template.
+    head, tail = _detail_template(job, detail=False, source=json_text(job.source))
+    tail = tail[:-1]
     for plan, channel, _ in consents:
         lead = plan.lead
         hashes = plan.hashes
@@ -455,19 +486,15 @@ def _events(job: Job, consents: list[tuple[_Plan, str, str | None]], now: Any) -
         address_hashes.append(found or next((h for h in hashes if h), None))
         texts.append(lead.texts.get(channel) or job.consent_text)
         versions.append(lead.consent_version or job.consent_version)
-        evidence: dict[str, Any] = {
-            "import_id": job.import_id,
-            "row": lead.row,
-            "file": job.filename,
-            "source": job.source,
-        }
-        if lead.given_at.get(channel):
-            evidence["given_at"] = lead.given_at[channel]
+        row = f"{head}{lead.row}{tail}"
+        given = lead.given_at.get(channel)
+        if given:
+            row += f',"given_at":{json_text(given)}'
         if lead.consent_ip:
-            evidence["consent_ip"] = lead.consent_ip
+            row += f',"consent_ip":{json_text(lead.consent_ip)}'
         if lead.merged_rows:
-            evidence["rows"] = [lead.row, *lead.merged_rows]
-        evidences.append(evidence)
+            row += f',"rows":[{",".join(map(str, (lead.row, *lead.merged_rows)))}]'
+        evidences.append(row + "}")
     columns: Columns = {
         "contact_id": [plan.contact_id for plan, _, _ in consents],
         "address_hash": address_hashes,

@@ -98,3 +98,27 @@ def test_looking_up_known_peoples_preferences_reads_an_index(session: Session) -
     sql = stmt.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True})
     plan = "\n".join(r[0] for r in session.execute(sa.text(f"EXPLAIN {sql}")))
     assert "Seq Scan" not in plan, plan
+
+
+def test_json_columns_given_as_text_arrive_as_their_values(session: Session) -> None:
+    """A JsonColumn (provenance serialised by the import) lands as the JSON it holds, on
+    PostgreSQL through COPY (backslashes, tabs and newlines escaped for it) and on SQLite
+    through SQLAlchemy."""
+    from app.imports.bulk import JsonColumn, bulk_for, json_text
+
+    details = [{"note": text, "row": i} for i, text in enumerate(AWKWARD)]
+    columns = {
+        "email": [f"p{i}@example.com" for i in range(len(AWKWARD))],
+        "source": ["import"] * len(AWKWARD),
+        "age_confirmed": [False] * len(AWKWARD),
+        "attributes": JsonColumn(["{}"] * len(AWKWARD)),
+        "source_detail": JsonColumn(json_text(d) for d in details),
+    }
+    if session.get_bind().dialect.name != "postgresql":
+        now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        columns["created_at"] = columns["updated_at"] = [now] * len(AWKWARD)
+    ids = bulk_for(session).insert_columns_returning_ids(CONTACT, columns, len(AWKWARD))
+    session.commit()
+    for contact_id, detail in zip(ids, details, strict=True):
+        stored = session.get(Contact, contact_id)
+        assert stored is not None and stored.source_detail == detail and stored.attributes == {}
