@@ -198,8 +198,11 @@ def _owned_records(path: Path, fmt: FileFormat, skip: int, owner: Callable[[str]
     def owned(handle: io.TextIOWrapper) -> Iterator[str]:
         row = 0
         for line in handle:
-            if not line.replace(delimiter, "").strip():
-                continue  # blank: no cell holds anything but whitespace
+            # Blank: no cell holds anything but whitespace. A line that starts with neither
+            # whitespace nor the delimiter is not (the usual case: one test, no copy).
+            first = line[0]
+            if (first == delimiter or first.isspace()) and not line.replace(delimiter, "").strip():
+                continue
             row += 1
             if row == 1 or row - 1 <= skip or not owner(line):
                 continue  # the header, resumed past, or another partition's

@@ -308,21 +308,29 @@ def partition_of(cells: list[str], email_at: int | None, partitions: int) -> int
 
 def line_partition(email_at: int, delimiter: str, partitions: int) -> Callable[[str], int]:
     """:func:`partition_of` of a raw line of a file without quotes (where its cells are
-    what lies between delimiters)."""
+    what lies between delimiters). Every partition runs it on every line of the file."""
+    if email_at == 0:
 
-    def of(line: str) -> int:
+        def of(line: str) -> int:
+            end = line.find(delimiter)
+            return _partition_of_email(line if end < 0 else line[:end], partitions)
+
+        return of
+
+    def of_cell(line: str) -> int:
         cells = line.split(delimiter, email_at + 1)
         return 0 if len(cells) <= email_at else _partition_of_email(cells[email_at], partitions)
 
-    return of
+    return of_cell
 
 
 def _partition_of_email(cell: str, partitions: int) -> int:
     raw = cell.strip()
     if not raw:
         return 0
-    if raw.isascii() and '"' not in raw and "xn--" not in raw.lower():
-        key = raw.lower()  # what the normalised key of a plain ASCII address is
+    lowered = raw.lower()
+    if raw.isascii() and '"' not in raw and "xn--" not in lowered:
+        key = lowered  # what the normalised key of a plain ASCII address is
     else:
         try:
             key = normalise_email(raw).key
