@@ -142,6 +142,20 @@ def parse_date(value: str, column: str, *, day_first: bool) -> date:
     return found
 
 
+_ISO_DATES: dict[tuple[str, bool], str] = {}
+
+
+def _iso_date(value: str, column: str, day_first: bool) -> str:
+    """``parse_date(…).isoformat()``, cached (consent dates repeat across a file)."""
+    found = _ISO_DATES.get((value, day_first))
+    if found is None:
+        found = parse_date(value, column, day_first=day_first).isoformat()
+        if len(_ISO_DATES) > 20_000:
+            _ISO_DATES.clear()
+        _ISO_DATES[(value, day_first)] = found
+    return found
+
+
 def _parse_date(value: str, column: str, *, day_first: bool) -> date:
     text = value.strip()
     try:
@@ -272,15 +286,18 @@ def _prepare(row: int, cells: list[str], ctx: Context) -> Lead:
             if answer is not None:
                 consent[arg] = answer
         elif kind == _GIVEN:
-            given[arg] = parse_date(value, target, day_first=ctx.day_first).isoformat()
+            given[arg] = _iso_date(value, target, ctx.day_first)
         elif kind == _COUNTRY:
             if len(value) != 2 or not value.isascii() or not value.isalpha():
                 raise _Bad("country", f"country: expected a two-letter code (ISO 3166), got {value[:40]!r}")
             values["country"] = value.upper()
         elif kind == _TOPICS:
-            for name in _TOPIC_SPLIT.split(value):
-                if name:
-                    listed_topics.append(_topic(name, ctx))
+            if "," in value or ";" in value or "|" in value:
+                for name in _TOPIC_SPLIT.split(value):
+                    if name:
+                        listed_topics.append(_topic(name, ctx))
+            else:
+                listed_topics.append(_topic(value, ctx))
         elif kind == _BIRTH:
             values["date_of_birth"] = parse_date(value, target, day_first=ctx.day_first)
         elif kind == _AGE:
@@ -359,29 +376,26 @@ def _prepare(row: int, cells: list[str], ctx: Context) -> Lead:
         underage = _age(born, ctx.today) < ctx.minimum_age
     age_refused = values.get("age_confirmed") is False
 
-    reachable = {
-        "email": email is not None,
-        "phone": phone_hash is not None,
-        "postal": postal_hash is not None,
-    }
     opt_ins: list[tuple[str, str | None]] = []
     opt_outs: list[tuple[str, str | None]] = []
     for channel, answer in consent.items():
-        if not reachable[channel]:
+        if not (email if channel == "email" else phone_hash if channel == "phone" else postal_hash):
             raise _Bad(f"{channel}_consent", f"{channel}_consent given but the row has no {_WHAT[channel]}")
         if not answer:
             opt_outs.append((channel, None))
         elif channel != "email":
             opt_ins.append((channel, None))
     if opted_out_email:
-        if not reachable["email"]:
+        if email is None:
             raise _Bad("email_opt_out", "email_opt_out given but the row has no email address")
         opt_outs.append(("email", None))
-    if (topic_ins or topic_outs) and not reachable["email"]:
+    if (topic_ins or topic_outs) and email is None:
         raise _Bad("topics", "topic choices given but the row has no email address")
     if consent.get("email"):
         chosen = listed_topics or list(ctx.default_topics)
-        if chosen:
+        if len(chosen) == 1:
+            opt_ins.append(("email", chosen[0]))
+        elif chosen:
             opt_ins.extend(("email", slug) for slug in dict.fromkeys(chosen))
         else:
             opt_ins.append(("email", None))
@@ -389,25 +403,26 @@ def _prepare(row: int, cells: list[str], ctx: Context) -> Lead:
         opt_ins.extend(("email", slug) for slug in dict.fromkeys(topic_ins) if ("email", slug) not in opt_ins)
     if topic_outs:
         opt_outs.extend(("email", slug) for slug in dict.fromkeys(topic_outs))
+    # Positional: the order of Lead's fields (cheaper than keywords, once per row).
     return Lead(
-        row=row,
-        key=key,
-        key_kind=key_kind,
-        email=email,
-        email_hash=email_hash,
-        domain_hash=domain_hash,
-        phone_hash=phone_hash,
-        postal_hash=postal_hash,
-        values=values,
-        attributes=attributes,
-        opt_ins=opt_ins,
-        opt_outs=opt_outs,
-        given_at=given,
-        texts=texts,
-        consent_version=version,
-        consent_ip=ip,
-        underage=underage,
-        age_refused=age_refused,
+        row,
+        key,
+        key_kind,
+        email,
+        email_hash,
+        domain_hash,
+        phone_hash,
+        postal_hash,
+        values,
+        attributes,
+        opt_ins,
+        opt_outs,
+        given,
+        texts,
+        version,
+        ip,
+        underage,
+        age_refused,
     )
 
 
