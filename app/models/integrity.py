@@ -1,7 +1,7 @@
 """References that PostgreSQL enforces with statement-level triggers instead of foreign
-keys (migration 0009: a foreign key is checked row by row, one query per row, which was a
-quarter of an import's database time). The models keep declaring them as foreign keys: SQLite
-enforces them as such, and they document the schema."""
+keys (migrations 0009 and 0012: a foreign key is checked row by row, one query per row,
+which was a quarter of an import's database time). The models keep declaring them as
+foreign keys: SQLite enforces them as such, and they document the schema."""
 
 from __future__ import annotations
 
@@ -9,8 +9,16 @@ from typing import Any
 
 from sqlalchemy import ForeignKeyConstraint
 
-#: (table, column) of each reference to ``contact.id`` checked by trigger on PostgreSQL.
-TRIGGER_CHECKED = frozenset({("preference", "contact_id"), ("consent_event", "contact_id")})
+#: (table, column) of each reference checked by trigger on PostgreSQL: to ``contact.id``
+#: (migration 0009), and to the actor of a consent event (0012).
+TRIGGER_CHECKED = frozenset(
+    {
+        ("preference", "contact_id"),
+        ("consent_event", "contact_id"),
+        ("consent_event", "actor_user_id"),
+        ("consent_event", "actor_token_id"),
+    }
+)
 
 
 def include_object(dialect_name: str) -> Any:

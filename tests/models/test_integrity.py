@@ -182,3 +182,96 @@ def test_one_statement_naming_new_and_stored_contacts_locks_the_stored_ones(db: 
     with Session(engine) as check:
         assert check.scalars(sa.select(Preference.contact_id)).all() == []
         assert check.scalars(sa.select(Contact.id)).all() == [stored]
+
+
+def _actors(session: Session) -> tuple[int, int]:
+    """A user and an API token (written directly: no audit entry names them)."""
+    from app.models import ApiToken, User
+
+    user = User(email="staff@example.org", name="Staff", role="admin")
+    session.add(user)
+    session.flush()
+    token = ApiToken(name="sales", role="admin", token_hash="ab" * 16, prefix="lw_x", user_id=None)
+    session.add(token)
+    session.commit()
+    assert user.id is not None and token.id is not None
+    return user.id, token.id
+
+
+def test_a_consent_event_names_only_actors_that_exist_and_they_stay(session: Session) -> None:
+    """Foreign keys on SQLite, statement-level triggers on PostgreSQL (migration 0012): an
+    event naming a missing user or token is refused, alone or among many rows; a user or
+    token an event names cannot be deleted."""
+    from app.models import ApiToken, User
+
+    contact = _contact(session)
+    user_id, token_id = _actors(session)
+    for column, missing in (("actor_user_id", user_id + 100), ("actor_token_id", token_id + 100)):
+        event = _event(contact)
+        setattr(event, column, missing)
+        session.add(event)
+        with pytest.raises(sa.exc.IntegrityError):
+            session.commit()
+        session.rollback()
+        rows = [
+            {"contact_id": contact, "channel": "email", "status": "opted_in", "method": "import"}
+            | {
+                "actor": "staff",
+                "occurred_at": utcnow(),
+                "actor_user_id": user_id,
+                "actor_token_id": token_id,
+            }
+            for _ in range(30)
+        ]
+        rows[17][column] = missing
+        with pytest.raises(sa.exc.IntegrityError):
+            session.execute(sa.insert(ConsentEvent), rows)
+        session.rollback()
+    assert session.scalar(sa.select(sa.func.count()).select_from(ConsentEvent)) == 0
+
+    event = _event(contact)
+    event.actor_user_id, event.actor_token_id = user_id, token_id
+    session.add(event)
+    session.commit()
+    for model, key in ((User, user_id), (ApiToken, token_id)):
+        with pytest.raises(sa.exc.IntegrityError):
+            session.execute(sa.delete(model).where(model.id == key))  # type: ignore[arg-type]
+            session.commit()
+        session.rollback()
+    assert session.get(User, user_id) is not None and session.get(ApiToken, token_id) is not None
+
+
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
+def test_an_events_actor_is_held_against_a_concurrent_delete_and_keeps_its_id(db: Settings) -> None:
+    from app.models import ApiToken, User
+
+    engine = get_engine(db)
+    with Session(engine) as setup:
+        contact = _contact(setup)
+        user_id, token_id = _actors(setup)
+    with engine.connect() as writer, engine.connect() as deleter:
+        writer.execute(
+            sa.insert(ConsentEvent).values(
+                contact_id=contact,
+                channel="email",
+                status="opted_in",
+                method="import",
+                actor="staff",
+                occurred_at=utcnow(),
+                actor_token_id=token_id,
+            )
+        )
+        deleter.execute(sa.text("SET lock_timeout = '300ms'"))
+        with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+            deleter.execute(sa.delete(ApiToken).where(ApiToken.id == token_id))  # type: ignore[arg-type]
+        deleter.rollback()
+        # A token's other columns change freely (last_used_at on every request).
+        deleter.execute(sa.update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=utcnow()))  # type: ignore[arg-type]
+        deleter.commit()
+        writer.commit()
+    with engine.connect() as conn:
+        with pytest.raises(sa.exc.IntegrityError, match="changes id"):
+            conn.execute(sa.update(ApiToken).where(ApiToken.id == token_id).values(id=token_id + 50))  # type: ignore[arg-type]
+        conn.rollback()
+        conn.execute(sa.update(User).where(User.id == user_id).values(id=user_id + 50))  # type: ignore[arg-type]
+        conn.commit()  # no event names this user: its id may change
