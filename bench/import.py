@@ -242,7 +242,7 @@ def main() -> None:
         rate = rows / float(ours["elapsed"])  # type: ignore[arg-type]
         print(f"rows                     {rows:,} ({size_mb:.1f} MB)")
         print(f"PostgreSQL COPY          {ref_rate:,.0f} rows/s  (median of {len(ref)})")
-        helpers = f"{args.processes} partition process{'es' if args.processes != 1 else ''}"
+        helpers = f"{args.processes} partition{'s' if args.processes != 1 else ''}"
         print(f"Listwarden import        {rate:,.0f} rows/s  ({ours['elapsed']:.1f} s, {helpers})")
         print(f"ratio                    {rate / ref_rate:.3f}")
         py_us, pg_us = (float(ours[k]) * 1e6 / rows for k in ("cpu", "pg_cpu"))  # type: ignore[arg-type]

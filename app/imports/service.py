@@ -359,22 +359,37 @@ def run(
     if partitions == 1:
         _run_partition_noting_errors(work, 0, 1, on_progress)
     else:
+        # Partition 0 runs here, in a thread, the others in fresh processes: one interpreter
+        # fewer to start (about 0.75 s of CPU each), and this process has nothing else to do.
         context = get_context("spawn")
         children = [
             context.Process(target=_partition_process, args=(settings, work, p, partitions), daemon=True)
-            for p in range(partitions)
+            for p in range(1, partitions)
         ]
         for child in children:
             child.start()
-        while any(child.is_alive() for child in children):
+        failures: list[BaseException] = []
+
+        def run_first() -> None:
+            try:
+                _run_partition_noting_errors(work, 0, partitions, None)
+            except BaseException as exc:  # noted on the import; raised below
+                failures.append(exc)
+
+        first = threading.Thread(target=run_first, name=f"import-{import_id}-partition-0", daemon=True)
+        first.start()
+        while first.is_alive() or any(child.is_alive() for child in children):
+            first.join(timeout=0.5 / partitions)
             for child in children:
                 child.join(timeout=0.5 / partitions)
             if on_progress is not None:
                 with session_scope() as session:
                     on_progress(_progress(get(session, import_id)))
-        failed = [p for p, child in enumerate(children) if child.exitcode != 0]
+        failed = [0] * bool(failures) + [p for p, child in enumerate(children, 1) if child.exitcode != 0]
         if failed:
-            raise RuntimeError(f"import {import_id}: partition(s) {failed} failed; a retry resumes them")
+            raise RuntimeError(
+                f"import {import_id}: partition(s) {failed} failed; a retry resumes them"
+            ) from (failures[0] if failures else None)
     return _finish(import_id, work.fmt)
 
 

@@ -404,30 +404,37 @@ def test_a_partitioned_import_gives_the_same_result(db, tmp_path: Path, monkeypa
     assert rejects(pooled.id) == rejects(inline.id)
 
 
+@pytest.mark.parametrize("refused_partition", [0, 1])
 def test_a_refused_write_stops_the_import_and_the_retry_finishes_it_exactly_once(
-    db, tmp_path: Path, monkeypatch
+    db, tmp_path: Path, monkeypatch, refused_partition: int
 ) -> None:
-    """The database refuses one row. On PostgreSQL the rows are split between two writer
-    processes and one of them fails; on SQLite the one writer fails. Either way the import
-    stops with an error and the retry finishes it with every row written exactly once."""
+    """The database refuses one row. On PostgreSQL the rows are split between two writers —
+    partition 0 in the importing process, partition 1 in a process of its own — and the
+    one holding that row fails; on SQLite the one writer fails. Either way the import stops
+    with an error and the retry finishes it with every row written exactly once."""
     import sqlalchemy as sa
 
     from app.db import get_engine
 
     monkeypatch.setattr(service.get_settings(), "import_batch_size", 100)
+    refused = next(
+        f"part{i}@example.com"
+        for i in range(600, 1200)
+        if service.partition_of([f"part{i}@example.com"], 0, 2) == refused_partition
+    )
     rows = [["email", "email_consent"]] + [[f"part{i}@example.com", "yes"] for i in range(1200)]
     import_id = start(write(tmp_path, rows))
     engine = get_engine(db)
     refuse = {
         "postgresql": [
             "CREATE FUNCTION refuse_part700() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.email = 'part700@example.com' THEN RAISE EXCEPTION 'refused for the test'; END IF; "
+            f"IF NEW.email = '{refused}' THEN RAISE EXCEPTION 'refused for the test'; END IF; "
             "RETURN NEW; END $$",
             "CREATE TRIGGER refuse_part700 BEFORE INSERT ON contact "
             "FOR EACH ROW EXECUTE FUNCTION refuse_part700()",
         ],
         "sqlite": [
-            "CREATE TRIGGER refuse_part700 BEFORE INSERT ON contact WHEN NEW.email = 'part700@example.com' "
+            f"CREATE TRIGGER refuse_part700 BEFORE INSERT ON contact WHEN NEW.email = '{refused}' "
             "BEGIN SELECT RAISE(ABORT, 'refused for the test'); END"
         ],
     }[engine.dialect.name]
