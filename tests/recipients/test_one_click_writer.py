@@ -326,7 +326,10 @@ def test_commit_and_look_commits_then_waits_for_the_claim_in_progress_and_sees_w
     assert looked["at"] >= released
     with Session(session.get_bind()) as other:  # no advisory lock is left held
         held = other.execute(
-            sa_text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            sa_text(  # in this test's database (other databases on the server are not ours)
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
         ).scalar_one()
         assert held == 0
     assert service.commit_and_look(session, [cid]) == {cid}  # and with nothing to commit
