@@ -82,13 +82,22 @@ def _keys() -> tuple[_Key, ...]:
 _B32_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 #: Every pair of base32 digits, indexed by the 10 bits they spell.
 _B32_PAIRS = tuple(a + b for a in _B32_ALPHABET for b in _B32_ALPHABET)
+#: Bytes of a sealed token (key hint, payload, SIV tag), and the shifts that read it as
+#: 28 pairs of base32 digits.
+_SEALED_SIZE = 1 + _PAYLOAD.size + _TAG
+_SEALED_SHIFTS = tuple(range(_SEALED_SIZE * 8 - 10, -1, -10))
 
 
 def b32_lower(blob: bytes) -> str:
-    """``base64.b32encode(blob)``, lower case, without padding; ten bits at a time from
-    5-byte groups (the standard library's encoder goes through ``bytes`` and ``upper``)."""
-    pairs, from_bytes = _B32_PAIRS, int.from_bytes
+    """``base64.b32encode(blob)``, lower case, without padding; ten bits at a time (the
+    standard library's encoder goes through ``bytes`` and ``upper``). A sealed token
+    (35 bytes: seven whole 5-byte groups) is read as one integer."""
+    pairs = _B32_PAIRS
     size = len(blob)
+    if size == _SEALED_SIZE:
+        n = int.from_bytes(blob, "big")
+        return "".join([pairs[(n >> shift) & 1023] for shift in _SEALED_SHIFTS])
+    from_bytes = int.from_bytes
     whole = size - size % 5
     out: list[str] = []
     for i in range(0, whole, 5):
@@ -112,11 +121,38 @@ def b32_lower(blob: bytes) -> str:
     return "".join(out)
 
 
+class Sealer:
+    """Seals tokens with the current key, with everything but the payload prepared: the
+    key hint and the associated data of each kind (``seal`` costs ~2 µs of AES-SIV and
+    ~1 µs besides, against ~6 µs going through :class:`TokenPayload` and the settings).
+    A campaign message carries four tokens."""
+
+    __slots__ = ("_aad", "_encrypt", "_hint")
+
+    def __init__(self, key: _Key) -> None:
+        self._hint = bytes([key.hint])
+        self._encrypt = key.cipher.encrypt
+        self._aad = {kind: [bytes([kind]), self._hint] for kind in TokenKind}
+
+    def seal(self, kind: TokenKind, contact_id: int, delivery_id: int | None = None) -> bytes:
+        """What :func:`seal` returns."""
+        plain = _PAYLOAD.pack(_VERSION, kind, contact_id, delivery_id or 0)
+        return self._hint + self._encrypt(plain, self._aad[kind])
+
+
+def sealer() -> Sealer:
+    """The sealer of the current key (made once per key)."""
+    return _sealer(_keys()[0])
+
+
+@lru_cache(maxsize=16)
+def _sealer(key: _Key) -> Sealer:
+    return Sealer(key)
+
+
 def _seal(payload: TokenPayload) -> bytes:
-    key = _keys()[0]
-    plain = _PAYLOAD.pack(_VERSION, payload.kind, payload.contact_id, payload.delivery_id or 0)
     # The kind and the key hint are authenticated too: changing either breaks the tag.
-    return bytes([key.hint]) + key.cipher.encrypt(plain, [bytes([payload.kind]), bytes([key.hint])])
+    return sealer().seal(payload.kind, payload.contact_id, payload.delivery_id)
 
 
 def _open(blob: bytes, kind: TokenKind) -> TokenPayload:
