@@ -314,10 +314,12 @@ class SlotPlan:
     """How one template is rendered by skeletons: its slot variables (their markers in the
     context), and skeletons cached per distinct values of its other variables."""
 
-    __slots__ = ("cache", "markers", "names", "slots")
+    __slots__ = ("cache", "keys", "markers", "names", "slots")
 
     def __init__(self, env: Environment, source: str) -> None:
         self.slots = _slot_names(env, source)
+        #: Each slot variable and its key in a ``_Part``.
+        self.keys = tuple((name, f"b:{name}".encode()) for name in self.slots)
         self.markers = {name: f"{_MARK}{name}\x00" for name in self.slots}
         self.names = {marker: name for name, marker in self.markers.items()}
         used = _variables(env, source)
@@ -349,12 +351,24 @@ class SlotPlans:
 
 @dataclass(frozen=True, slots=True)
 class _Part:
-    """A body part (HTML or text) as a skeleton inside its layout: quoted-printable runs of
-    the constant pieces, already encoded and joined, between the slots."""
+    """A body part (HTML or text) as a skeleton inside its layout, ready for ``bytes``
+    formatting: the quoted-printable runs of its constant pieces, already encoded and
+    joined, and its slots (``%(key)s``, the key as in ``_Slot``), each preceded by the
+    soft line break that joins it to what comes before (see :func:`_fill`)."""
 
-    items: tuple[bytes | _Slot, ...]
-    body_slots: tuple[str, ...]  # one key per slot in the body (for its size)
+    format: bytes
+    #: Each slot of the body (its key) and how often it occurs (for the body's size).
+    body_counts: tuple[tuple[bytes, int], ...]
     body_size: int  # of the constant pieces of the body
+    #: The constant runs hold nothing that DKIM's relaxed body form changes (``_canonical``).
+    canonical: bool
+
+
+def _canonical(encoded: bytes) -> bool:
+    """No tab, no two spaces in a row, no space before a line end: an encoded piece that
+    DKIM's relaxed canonicalisation leaves as it is. Pieces are joined by soft line breaks
+    (``=`` CRLF), so no run of white space spans two of them."""
+    return b"\t" not in encoded and b"  " not in encoded and b" \r" not in encoded
 
 
 def _part(layout_parts: tuple[str, ...], body: list[str | _Slot], qp: QpEncoder) -> _Part:
@@ -366,34 +380,48 @@ def _part(layout_parts: tuple[str, ...], body: list[str | _Slot], qp: QpEncoder)
             pieces.extend(body)
         else:
             pieces.append(_Slot("l:" + part))
-    items: list[bytes | _Slot] = []
+    chunks: list[bytes] = []
     run: list[bytes] = []
-    for piece in pieces:
+    canonical = True
+    for piece in [*pieces, _Slot("")]:  # a last slot that flushes the last run
         if isinstance(piece, _Slot):
             if run:
-                items.append(qp.join_run(run))
+                encoded = qp.join_run(run)
+                canonical = canonical and _canonical(encoded)
+                chunks.append((_SOFT_BREAK + encoded).replace(b"%", b"%%"))
                 run = []
-            items.append(piece)
+            if piece.key:
+                chunks.append(b"%(" + piece.key.encode() + b")s")
         elif piece:
             run.append(qp.piece(piece))
-    if run:
-        items.append(qp.join_run(run))
-    body_slots = tuple(p.key for p in body if isinstance(p, _Slot))
+    counts = Counter(p.key.encode() for p in body if isinstance(p, _Slot))
     body_size = sum(len(p) for p in body if not isinstance(p, _Slot))
-    return _Part(tuple(items), body_slots, body_size)
+    return _Part(b"".join(chunks), tuple(counts.items()), body_size, canonical)
 
 
-def _fill(part: _Part, values: dict[str, str], qp: QpEncoder) -> bytes:
-    encoded = {key: qp.piece(value) for key, value in values.items() if value}  # each value once
-    out: list[bytes] = []
-    for item in part.items:
-        if isinstance(item, bytes):
-            out.append(item)
+_SOFT_BREAK = QpEncoder.SOFT_BREAK
+
+
+def _fill(part: _Part, values: dict[bytes, str], qp: QpEncoder) -> tuple[bytes, bool]:
+    """The part with these values (by slot key) in its slots, encoded as ``qp.encode``
+    encodes the pieces (an empty value is no piece), and whether it is in DKIM relaxed
+    form (``_canonical``)."""
+    piece = qp.piece
+    canonical = part.canonical
+    encoded: dict[bytes, bytes] = {}
+    for key, value in values.items():
+        if value:
+            data = piece(value)
+            if canonical and (b"\t" in data or b"  " in data or b" \r" in data):
+                canonical = False
+            encoded[key] = _SOFT_BREAK + data
         else:
-            value = encoded.get(item.key)
-            if value is not None:  # an empty value is no piece
-                out.append(value)
-    return qp.join(out)
+            encoded[key] = b""
+    # Every piece comes with the soft line break before it: the first one has none.
+    data = (part.format % encoded)[len(_SOFT_BREAK) :]
+    if data[-1:] in (b" ", b"\t"):  # trailing white space at the end of the part
+        data += b"="
+    return data, canonical
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,6 +432,9 @@ class EncodedMessage:
     subject: str
     html: bytes
     text: bytes
+    #: Both bodies hold no tab, no two spaces in a row and no space before a line end: a
+    #: message made of them has its body in DKIM relaxed form already. False when unknown.
+    canonical: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -491,7 +522,7 @@ class CompiledCampaign:
         ``SlotPlan``); the per-recipient values are put into the cached skeleton, whose
         constant text is already encoded. Raises ``TemplateProblem``."""
         plans = self.plans
-        if plans is None or not plans.usable or not all(name in context for name in plans.names):
+        if plans is None or not plans.usable or not context.keys() >= plans.names:
             return self._encode(self.render_pieces(context))
         keys = [plan.cache.key(context) for plan in plans.plans]
         found: list[Any] = [plan.cache.get(key) for plan, key in zip(plans.plans, keys, strict=True)]
@@ -518,16 +549,16 @@ class CompiledCampaign:
         subject = clean_header("".join([v if v.__class__ is str else values[v.key] for v in subject_items]))
         unsubscribe_url = str(context.get("unsubscribe_url", ""))
         preferences_url = str(context.get("preferences_url", ""))
-        html_values = {f"b:{name}": str(markup_escape(context[name])) for name in html_plan.slots}
-        html_values["l:subject"] = html_escape(subject)
-        html_values["l:unsubscribe_url"] = html_escape(unsubscribe_url)
-        html_values["l:preferences_url"] = html_escape(preferences_url)
-        text_values = {f"b:{name}": str(context[name]) for name in text_plan.slots}
-        text_values["l:subject"] = subject
-        text_values["l:unsubscribe_url"] = unsubscribe_url
-        text_values["l:preferences_url"] = preferences_url
+        html_values = {key: str(markup_escape(context[name])) for name, key in html_plan.keys}
+        html_values[b"l:subject"] = html_escape(subject)
+        html_values[b"l:unsubscribe_url"] = html_escape(unsubscribe_url)
+        html_values[b"l:preferences_url"] = html_escape(preferences_url)
+        text_values = {key: str(context[name]) for name, key in text_plan.keys}
+        text_values[b"l:subject"] = subject
+        text_values[b"l:unsubscribe_url"] = unsubscribe_url
+        text_values[b"l:preferences_url"] = preferences_url
         for part, part_values in ((html_part, html_values), (text_part, text_values)):
-            size = part.body_size + sum([len(part_values[key]) for key in part.body_slots])
+            size = part.body_size + sum([len(part_values[key]) * n for key, n in part.body_counts])
             if size > MAX_SIZE:  # what the sandbox's bounded_pieces says, had it rendered the values
                 raise TemplateProblem(
                     "refused by the template sandbox: the rendered text is too large "
@@ -536,11 +567,10 @@ class CompiledCampaign:
                 )
             if size > MAX_OUTPUT:
                 raise TemplateProblem("the rendered message is too large", field="html")
-        return EncodedMessage(
-            subject=subject,
-            html=_fill(html_part, html_values, self.html_qp),
-            text=_fill(text_part, text_values, self.text_qp),
-        )
+        html, html_canonical = _fill(html_part, html_values, self.html_qp)
+        text, text_canonical = _fill(text_part, text_values, self.text_qp)
+        canonical = html_canonical and text_canonical
+        return EncodedMessage(subject=subject, html=html, text=text, canonical=canonical)
 
     def _skeleton(self, which: int, plan: SlotPlan, template: Template, base: dict[str, Any]) -> Any:
         pieces = _pieces(template, {**base, **plan.markers})

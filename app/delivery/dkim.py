@@ -74,6 +74,9 @@ class DkimSigner:
     _rsa: bool = dataclass_field(init=False, repr=False, compare=False)
     #: An Ed25519 key as libsodium takes it (seed and public key), or None for RSA.
     _sodium_key: bytes | None = dataclass_field(init=False, repr=False, compare=False)
+    #: The tags up to ``t=``, as written and in relaxed form.
+    _tags: str = dataclass_field(init=False, repr=False, compare=False)
+    _canonical_tags: str = dataclass_field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_rsa", isinstance(self.key, rsa.RSAPrivateKey))
@@ -84,6 +87,10 @@ class DkimSigner:
             )
             sodium_key = crypto_sign_seed_keypair(seed)[1]
         object.__setattr__(self, "_sodium_key", sodium_key)
+        algorithm = "rsa-sha256" if self._rsa else "ed25519-sha256"
+        tags = f"v=1; a={algorithm}; c=relaxed/relaxed; d={self.domain}; s={self.selector}; t="
+        object.__setattr__(self, "_tags", tags)
+        object.__setattr__(self, "_canonical_tags", relaxed_value(tags + "0")[:-1])
 
     @classmethod
     def from_file(cls, path: str | Path, *, selector: str, domain: str) -> DkimSigner:
@@ -141,15 +148,23 @@ class DkimSigner:
         for name, value in fields:  # the last instance of a header is the one signed
             last[name.lower()] = (name, value)
         present = [(wanted, last[wanted][1]) for wanted in SIGNED_HEADERS if wanted in last]
-        body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest()).decode()
-        tags = (
-            f"v=1; a={'rsa-sha256' if self._rsa else 'ed25519-sha256'}; c=relaxed/relaxed;"
-            f" d={self.domain}; s={self.selector};"
-            f" t={timestamp if timestamp is not None else int(time.time())};\r\n"
-            f" h={':'.join(name for name, _ in present)};\r\n bh={body_hash};\r\n b="
-        )
         canonical = "".join([f"{name}:{relaxed_value(value)}\r\n" for name, value in present])
-        canonical += "dkim-signature:" + relaxed_value(tags)
+        return self.signature_of(
+            ":".join(name for name, _ in present), canonical, body_hash(body), timestamp=timestamp
+        )
+
+    def signature_of(
+        self, names: str, canonical_headers: str, body_hash: str, *, timestamp: int | None = None
+    ) -> bytes:
+        """The ``DKIM-Signature`` header line for signed headers ``names`` (``h=``) whose
+        relaxed canonical form (each ``name:value`` CRLF, in that order) is
+        ``canonical_headers``, and a body whose hash is ``body_hash`` (:func:`body_hash`)."""
+        stamp = timestamp if timestamp is not None else int(time.time())
+        tags = f"{self._tags}{stamp};\r\n h={names};\r\n bh={body_hash};\r\n b="
+        # The tags' relaxed form: the prefix's, then values that hold no white space.
+        canonical = (
+            f"{canonical_headers}dkim-signature:{self._canonical_tags}{stamp}; h={names}; bh={body_hash}; b="
+        )
         digest = hashlib.sha256(canonical.encode("utf-8")).digest()
         if self._rsa:
             assert isinstance(self.key, rsa.RSAPrivateKey)
@@ -163,3 +178,10 @@ class DkimSigner:
         b64 = base64.b64encode(signature).decode()
         folded = "\r\n ".join([b64[i : i + 72] for i in range(0, len(b64), 72)])
         return f"DKIM-Signature: {tags}{folded}\r\n".encode()
+
+
+def body_hash(body: bytes, *, canonical: bool = False) -> str:
+    """The ``bh=`` of a body: base64 of the SHA-256 of its relaxed form. ``canonical``:
+    the caller knows the body is in relaxed form already (``relaxed_body`` would return it
+    unchanged), which saves looking for runs of white space in it."""
+    return base64.b64encode(hashlib.sha256(body if canonical else relaxed_body(body)).digest()).decode()

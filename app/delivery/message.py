@@ -18,10 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import formataddr, formatdate
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from app.delivery.dkim import DkimSigner
+from app.delivery.dkim import SIGNED_HEADERS, DkimSigner, body_hash, relaxed_value
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 
@@ -135,6 +133,9 @@ class QpEncoder:
 
     __slots__ = ("cache", "static")
 
+    #: Joins the encoded pieces (``=`` CRLF: a decoder removes it).
+    SOFT_BREAK = b"=\r\n"
+
     def __init__(self, static: Iterable[str]) -> None:
         self.static = frozenset(static)
         self.cache: dict[str, bytes] = {}
@@ -240,6 +241,80 @@ class OutgoingMessage:
         if signer is not None:
             head = signer.signature_header(fields, body, timestamp=timestamp) + head
         return b"".join([head, b"\r\n\r\n", body])
+
+
+class CampaignAssembler:
+    """Campaign messages, byte for byte as :meth:`OutgoingMessage.to_bytes` makes them
+    (with a Reply-To, a one-click List-Unsubscribe, a List-Id and a Feedback-ID, no extra
+    headers), with what every message of a campaign shares prepared once: the constant
+    header lines and their DKIM canonical form. Per message it writes six header values
+    and the body, and signs (~2 µs of Python besides the hashes and the signature, where
+    the general path spends ~40 µs)."""
+
+    __slots__ = ("_canonical_from", "_canonical_tail", "_from", "_names", "_tail", "signer")
+
+    def __init__(
+        self, *, from_header: str, list_id: str, feedback_id: str, signer: DkimSigner | None
+    ) -> None:
+        if not (list_id and feedback_id):
+            raise ValueError("campaign messages have a List-Id and a Feedback-ID")
+        list_id, feedback_id = header_value(list_id), header_value(feedback_id)
+        self.signer = signer
+        self._from = f"From: {from_header}\r\nTo: "
+        tail = [
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            ("List-Id", list_id),
+            ("Feedback-ID", feedback_id),
+            ("MIME-Version", "1.0"),
+            ("Content-Type", _CONTENT_TYPE),
+        ]
+        self._tail = "".join([f"\r\n{name}: {value}" for name, value in tail]) + "\r\n\r\n"
+        self._canonical_from = f"from:{relaxed_value(from_header)}\r\nto:"
+        signed_tail = [(name.lower(), value) for name, value in tail if name.lower() in SIGNED_HEADERS]
+        self._canonical_tail = "".join([f"{name}:{relaxed_value(value)}\r\n" for name, value in signed_tail])
+        names = ["from", "to", "subject", "date", "message-id", "reply-to", "list-unsubscribe"]
+        names += [name for name, _ in signed_tail]
+        assert tuple(names) == SIGNED_HEADERS  # the order of OutgoingMessage.header_fields
+        self._names = ":".join(names)
+
+    def to_bytes(
+        self,
+        *,
+        to_header: str,
+        subject: str,
+        message_id: str,
+        reply_to: str,
+        list_unsubscribe: str,
+        text_qp: bytes,
+        html_qp: bytes,
+        canonical_body: bool = False,
+        date: str | None = None,
+        timestamp: int | None = None,
+    ) -> bytes:
+        """The message. ``canonical_body``: the caller knows both bodies hold no tab, no
+        two spaces in a row and no space before a line end (``EncodedMessage.canonical``),
+        so the body is in DKIM relaxed form as it is."""
+        subject = encode_text_header(subject)
+        date = date or message_date()
+        list_unsubscribe = header_value(list_unsubscribe)
+        body = b"".join([_PREAMBLE, text_qp, _BETWEEN, html_qp, _EPILOGUE])
+        head = (
+            f"{self._from}{to_header}\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: {message_id}"
+            f"\r\nReply-To: {reply_to}\r\nList-Unsubscribe: {list_unsubscribe}{self._tail}"
+        ).encode()
+        signer = self.signer
+        if signer is None:
+            return head + body
+        canonical = (
+            f"{self._canonical_from}{relaxed_value(to_header)}\r\nsubject:{relaxed_value(subject)}"
+            f"\r\ndate:{relaxed_value(date)}\r\nmessage-id:{relaxed_value(message_id)}"
+            f"\r\nreply-to:{relaxed_value(reply_to)}\r\nlist-unsubscribe:{relaxed_value(list_unsubscribe)}"
+            f"\r\n{self._canonical_tail}"
+        )
+        signature = signer.signature_of(
+            self._names, canonical, body_hash(body, canonical=canonical_body), timestamp=timestamp
+        )
+        return b"".join([signature, head, body])
 
 
 _HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,60}")

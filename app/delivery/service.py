@@ -30,16 +30,15 @@ from app.contacts.identifiers import normalise_email
 from app.db import get_engine, session_scope
 from app.delivery import repository
 from app.delivery.dkim import DkimSigner
-from app.delivery.message import OutgoingMessage, ascii_address, format_address, unique_token
+from app.delivery.message import CampaignAssembler, ascii_address, format_address, unique_token
 from app.delivery.ratelimit import BUCKETS
 from app.delivery.transport import Envelope, Outcome, get_transport
 from app.models import Campaign, Delivery, Topic, utcnow
 from app.recipients.tokens import (
     TokenKind,
     address_spelling,
-    make_address_token,
     make_url_token,
-    seal,
+    sealer,
     url_spelling,
 )
 
@@ -70,6 +69,8 @@ class SendContext:
     rate_limit: float
     domain_rate_limit: float
     transport_url: str
+    #: The header lines every message of the campaign shares, prepared once.
+    assembler: CampaignAssembler
 
 
 _contexts: dict[tuple[int, str], SendContext] = {}
@@ -122,15 +123,17 @@ def _new_send_context(
             domain=settings.dkim_domain or from_address.rpartition("@")[2],
         )
     list_label = (campaign.topic or "all").replace('"', "")
+    from_header = format_address(sender_name, from_address)
+    list_id = f'"{topic_name or sender_name}" <{list_label}.{settings.resolved_list_id_domain}>'
     context = SendContext(
         campaign_id=campaign.id,
         topic=campaign.topic,
         compiled=compiled,
-        from_header=format_address(sender_name, from_address),
+        from_header=from_header,
         from_address=from_address,
         sender_name=sender_name,
         topic_name=topic_name,
-        list_id=f'"{topic_name or sender_name}" <{list_label}.{settings.resolved_list_id_domain}>',
+        list_id=list_id,
         postal_address=settings.postal_address,
         public_url=settings.public_url.rstrip("/"),
         bounce_domain=settings.resolved_bounce_domain,
@@ -140,6 +143,12 @@ def _new_send_context(
         rate_limit=campaign.rate_limit if campaign.rate_limit is not None else settings.campaign_rate_limit,
         domain_rate_limit=settings.domain_rate_limit,
         transport_url=settings.resolved_smtp_url,
+        assembler=CampaignAssembler(
+            from_header=from_header,
+            list_id=list_id,
+            feedback_id=f"{campaign.id}:{campaign.topic or 'all'}:listwarden",
+            signer=signer,
+        ),
     )
     with _contexts_lock:
         _contexts[key] = context
@@ -177,41 +186,42 @@ def template_context(ctx: SendContext, contact: dict[str, Any], links: dict[str,
 def build_envelope(
     ctx: SendContext, delivery_id: int, contact_id: int, contact: dict[str, Any], *, subject_prefix: str = ""
 ) -> tuple[Envelope, str]:
-    """Render and assemble one campaign message (raises ``TemplateProblem``)."""
+    """Render and assemble one campaign message (raises ``TemplateProblem``).
+
+    The message is what ``OutgoingMessage(...).to_bytes(ctx.signer)`` makes of these
+    values (``ctx.assembler``: tests/delivery/test_service.py compares them)."""
+    tokens = sealer()
     # One sealed unsubscribe token, spelt for the link and for the mailto address.
-    unsubscribe = seal(TokenKind.UNSUBSCRIBE, contact_id, delivery_id)
-    links = recipient_links(ctx.public_url, contact_id, delivery_id, unsubscribe=url_spelling(unsubscribe))
-    compiled = ctx.compiled
-    rendered = compiled.render_encoded(template_context(ctx, contact, links))
+    unsubscribe = tokens.seal(TokenKind.UNSUBSCRIBE, contact_id, delivery_id)
+    preferences = tokens.seal(TokenKind.PREFERENCES, contact_id, delivery_id)
+    unsubscribe_url = f"{ctx.public_url}/u/{url_spelling(unsubscribe)}"
+    links = {
+        "unsubscribe_url": unsubscribe_url,
+        "preferences_url": f"{ctx.public_url}/preferences/{url_spelling(preferences)}",
+    }
+    rendered = ctx.compiled.render_encoded(template_context(ctx, contact, links))
     email = str(contact["email"])
-    bounce = make_address_token(TokenKind.BOUNCE, contact_id, delivery_id)
-    reply = make_address_token(TokenKind.REPLY, contact_id, delivery_id)
+    bounce = address_spelling(tokens.seal(TokenKind.BOUNCE, contact_id, delivery_id))
+    reply = address_spelling(tokens.seal(TokenKind.REPLY, contact_id, delivery_id))
     mailto = address_spelling(unsubscribe)
-    message = OutgoingMessage(
-        mail_from=f"bounce+{bounce}@{ctx.bounce_domain}",
-        rcpt_to=ascii_address(email),
-        from_header=ctx.from_header,
-        to_header=format_address(contact.get("name"), email),
+    mail_from = f"bounce+{bounce}@{ctx.bounce_domain}"
+    rcpt_to = ascii_address(email)
+    to_header = format_address(contact.get("name"), email)
+    message_id = f"<lw.{delivery_id}.{unique_token()[5:]}@{ctx.message_domain}>"
+    data = ctx.assembler.to_bytes(
+        to_header=to_header,
         subject=subject_prefix + rendered.subject,
-        html="",
-        text="",
-        html_qp=rendered.html,
-        text_qp=rendered.text,
-        message_id=f"<lw.{delivery_id}.{unique_token()[5:]}@{ctx.message_domain}>",
+        message_id=message_id,
         reply_to=f"reply+{reply}@{ctx.reply_domain}",
-        list_unsubscribe=f"<{links['unsubscribe_url']}>, <mailto:unsubscribe+{mailto}@{ctx.reply_domain}>",
-        one_click=True,
-        list_id=ctx.list_id,
-        feedback_id=f"{ctx.campaign_id}:{ctx.topic or 'all'}:listwarden",
+        list_unsubscribe=f"<{unsubscribe_url}>, <mailto:unsubscribe+{mailto}@{ctx.reply_domain}>",
+        text_qp=rendered.text,
+        html_qp=rendered.html,
+        canonical_body=rendered.canonical,
     )
+    smtputf8 = not (rcpt_to.isascii() and mail_from.isascii() and to_header.isascii())
     return Envelope(
-        key=delivery_id,
-        mail_from=message.mail_from,
-        rcpt_to=message.rcpt_to,
-        data=message.to_bytes(ctx.signer),
-        smtputf8=message.needs_smtputf8,
-        crlf=True,
-    ), message.message_id
+        key=delivery_id, mail_from=mail_from, rcpt_to=rcpt_to, data=data, smtputf8=smtputf8, crlf=True
+    ), message_id
 
 
 # --------------------------------------------------------------------------- slices

@@ -16,6 +16,8 @@ from app.campaigns.rendering import (
     compile_campaign,
     sample_context,
 )
+from app.delivery.dkim import relaxed_body
+from app.delivery.message import OutgoingMessage
 
 BENCH_HTML = (
     "<h1>Hello {{ name }}</h1>"
@@ -68,6 +70,32 @@ def _reference(compiled: CompiledCampaign, context: dict[str, Any]) -> EncodedMe
     )
 
 
+def _same_message(encoded: EncodedMessage, reference: EncodedMessage) -> bool:
+    """The same subject and bodies; and when ``encoded`` says its bodies are in DKIM
+    relaxed form, a message made of them has its body in that form indeed."""
+    if encoded.canonical:
+        body = _body(encoded)
+        assert relaxed_body(body) == body
+    ours = (encoded.subject, encoded.html, encoded.text)
+    return ours == (reference.subject, reference.html, reference.text)
+
+
+def _body(encoded: EncodedMessage) -> bytes:
+    message = OutgoingMessage(
+        mail_from="b@example.com",
+        rcpt_to="a@example.com",
+        from_header="a@example.com",
+        to_header="a@example.com",
+        subject="x",
+        html="",
+        text="",
+        html_qp=encoded.html,
+        text_qp=encoded.text,
+        message_id="<x@example.com>",
+    )
+    return message.to_bytes().partition(b"\r\n\r\n")[2]
+
+
 @pytest.mark.parametrize("template", TEMPLATES, ids=range(len(TEMPLATES)))
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
@@ -90,7 +118,7 @@ def test_encoded_message_is_the_message_rendered_with_the_values(
             unsubscribe_url=data.draw(st.sampled_from(["https://l.example/u/a", "https://l.example/u/<b>"])),
             preferences_url="https://l.example/p/" + data.draw(st.text(alphabet="abc&=", max_size=8)),
         )
-        assert compiled.render_encoded(context) == _reference(compiled, context)
+        assert _same_message(compiled.render_encoded(context), _reference(compiled, context))
 
 
 def test_skeletons_are_reused_across_recipients() -> None:
@@ -108,7 +136,7 @@ def test_a_marker_inside_a_larger_piece_falls_back_to_rendering_with_the_values(
     compiled = compile_campaign("Hi", html, "{{ name }}")
     assert compiled.plans is not None and compiled.plans.plans[1].slots == ()
     context = _context(name="Ann")
-    assert compiled.render_encoded(context) == _reference(compiled, context)
+    assert _same_message(compiled.render_encoded(context), _reference(compiled, context))
     plan = compiled.plans.plans[2]
     marker = plan.markers["name"]
     with pytest.raises(Exception):  # noqa: B017 - the plan refuses a marker inside a piece
@@ -123,3 +151,21 @@ def test_values_too_large_are_refused_as_when_rendered_with_them() -> None:
     with pytest.raises(TemplateProblem) as rendered:
         compiled.render_pieces(context)
     assert encoded.value.message == rendered.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [("Ann Lee", True), ("Ann  Lee", False), ("Ann\tLee", False), ("Ann ", True), ("", True), (None, True)],
+)
+def test_bodies_say_when_they_are_in_dkim_relaxed_form(name: str | None, canonical: bool) -> None:
+    """The campaign's messages are signed without looking for runs of white space in
+    their bodies when rendering says there are none: a value with two spaces or a tab
+    says otherwise (and trailing white space is encoded or followed by a soft break)."""
+    compiled = compile_campaign("Hi {{ name }}", "<p>{{ name }}</p>", "Dear {{ name }}")
+    encoded = compiled.render_encoded(_context(name=name))
+    assert encoded.canonical is canonical
+    body = _body(encoded)
+    assert (relaxed_body(body) == body) is canonical
+    # a constant run with two spaces in a row: never canonical, whatever the values
+    spaced = compile_campaign("Hi", "<p>{{ name }}  </p>", None).render_encoded(_context(name="Ann"))
+    assert spaced.canonical is False
