@@ -76,7 +76,22 @@ def ascii_address(address: str) -> str:
     return f"{local}@{domain}"
 
 
+#: An address and a display name that every step of ``_format_address`` leaves as they
+#: are (no control character, space or quote; an ASCII domain; no RFC 5322 special in the
+#: name, single spaces between its words): most contacts.
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
 def format_address(name: str | None, address: str) -> str:
+    """A From or To header value: the address, with the display name quoted or encoded as
+    it needs (raises ``HeaderInjection`` for an address that could break out of it)."""
+    if _PLAIN_ADDRESS.fullmatch(address) and (not name or _PLAIN_NAME.fullmatch(name)):
+        return f"{name} <{address}>" if name else address
+    return _format_address(name, address)
+
+
+def _format_address(name: str | None, address: str) -> str:
     address = header_value(address)
     if any(c in address for c in '<>,;"\\ '):
         raise HeaderInjection(f"refusing a suspicious address {address!r}")

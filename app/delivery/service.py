@@ -35,6 +35,7 @@ from app.delivery.ratelimit import BUCKETS
 from app.delivery.transport import Envelope, Outcome, get_transport
 from app.models import Campaign, Delivery, Topic, utcnow
 from app.recipients.tokens import (
+    Sealer,
     TokenKind,
     address_spelling,
     make_url_token,
@@ -184,13 +185,20 @@ def template_context(ctx: SendContext, contact: dict[str, Any], links: dict[str,
 
 
 def build_envelope(
-    ctx: SendContext, delivery_id: int, contact_id: int, contact: dict[str, Any], *, subject_prefix: str = ""
+    ctx: SendContext,
+    delivery_id: int,
+    contact_id: int,
+    contact: dict[str, Any],
+    *,
+    subject_prefix: str = "",
+    tokens: Sealer | None = None,
 ) -> tuple[Envelope, str]:
-    """Render and assemble one campaign message (raises ``TemplateProblem``).
+    """Render and assemble one campaign message (raises ``TemplateProblem``); ``tokens``:
+    the current key's sealer, when the caller has it at hand.
 
     The message is what ``OutgoingMessage(...).to_bytes(ctx.signer)`` makes of these
     values (``ctx.assembler``: tests/delivery/test_service.py compares them)."""
-    tokens = sealer()
+    tokens = tokens or sealer()
     # One sealed unsubscribe token, spelt for the link and for the mailto address.
     unsubscribe = tokens.seal(TokenKind.UNSUBSCRIBE, contact_id, delivery_id)
     preferences = tokens.seal(TokenKind.PREFERENCES, contact_id, delivery_id)
@@ -268,6 +276,7 @@ def _send_claimed(
     message_ids: dict[int, str] = {}
     by_id = {row.delivery_id: row for row in claimed}
     now = utcnow()
+    tokens = sealer()
     for row in claimed:
         email = row.contact.get("email")
         if ctx.domain_rate_limit > 0 and email:
@@ -276,7 +285,9 @@ def _send_claimed(
                 released.append(row.delivery_id)
                 continue
         try:
-            envelope, message_id = build_envelope(ctx, row.delivery_id, row.contact_id, row.contact)
+            envelope, message_id = build_envelope(
+                ctx, row.delivery_id, row.contact_id, row.contact, tokens=tokens
+            )
         except (TemplateProblem, ValueError) as exc:
             records.append(
                 _record(row.delivery_id, "failed", f"render: {exc}"[:40], None, str(exc)[:500], None, None)

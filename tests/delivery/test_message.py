@@ -188,3 +188,33 @@ def test_campaign_assembler_takes_the_bodys_word_for_its_relaxed_form() -> None:
     spaced = {"text_qp": b"Hello  Ann", "html_qp": b"<p>Hello Ann</p>"}
     wrong = assembler.to_bytes(**values, **spaced, canonical_body=True)
     assert wrong != assembler.to_bytes(**values, **spaced)
+
+
+_NAMES = st.one_of(
+    st.none(),
+    st.text(max_size=30),
+    st.text(alphabet="Ab9 .-'\"\\,;:@<>()[]_!#~\t", max_size=20),
+    st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]{0,20}", fullmatch=True),
+)
+_ADDRESSES = st.one_of(
+    st.from_regex(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~ <>,;\"\\-]{1,12}@[A-Za-z0-9.ü -]{1,12}", fullmatch=True),
+    st.text(max_size=30).map(lambda s: s + "@example.com"),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(name=_NAMES, address=_ADDRESSES)
+def test_format_address_fast_path_is_the_general_one(name: str | None, address: str) -> None:
+    """Plain names and addresses skip the general path: with the same result, and the
+    same refusal of suspicious addresses."""
+    from app.delivery.message import HeaderInjection, _format_address
+
+    try:
+        expected: str | type[Exception] = _format_address(name, address)
+    except (HeaderInjection, UnicodeError) as exc:
+        expected = type(exc)
+    try:
+        found: str | type[Exception] = format_address(name, address)
+    except (HeaderInjection, UnicodeError) as exc:
+        found = type(exc)
+    assert found == expected
