@@ -22,12 +22,17 @@ def build_campaign(campaign_id: int) -> None:
 @dramatiq.actor(queue_name="sending", max_retries=20, time_limit=6 * 3600 * 1000)
 def send_slice(campaign_id: int, lo: int, hi: int) -> None:
     """Send the due deliveries with ids in [lo, hi]. A duplicate message is harmless."""
+    from app.campaigns.scheduler import note_sending
     from workers import sending
 
-    processes = sending.current()
-    if processes is not None:  # the embedded broker: in a child process, off the server's GIL
-        processes.run_slice(campaign_id, lo, hi)
-        return
-    from app.delivery.service import process_slice
+    note_sending(campaign_id)  # the scheduler then leaves this campaign's slices alone
+    try:
+        processes = sending.current()
+        if processes is not None:  # the embedded broker: in a child process, off the server's GIL
+            processes.run_slice(campaign_id, lo, hi)
+            return
+        from app.delivery.service import process_slice
 
-    process_slice(campaign_id, lo, hi)
+        process_slice(campaign_id, lo, hi)
+    finally:
+        note_sending(campaign_id)

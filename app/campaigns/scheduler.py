@@ -35,6 +35,14 @@ class TickReport:
 
 
 _last_requeue: dict[int, float] = {}
+#: When this process last started or finished a slice of each campaign (``note_sending``).
+_last_sending: dict[int, float] = {}
+
+
+def note_sending(campaign_id: int) -> None:
+    """This process is sending a slice of the campaign (called by the ``send_slice`` actor
+    as a slice starts and ends)."""
+    _last_sending[campaign_id] = time.monotonic()
 
 
 def tick(settings: Settings | None = None, *, requeue_after: float = 30.0) -> TickReport:
@@ -68,8 +76,17 @@ def tick(settings: Settings | None = None, *, requeue_after: float = 30.0) -> Ti
         if finish_if_done(campaign_id, settings=settings):
             report.finished += 1
             continue
+        now_seconds = time.monotonic()
+        sending_here = _last_sending.get(campaign_id)
+        if sending_here is not None and now_seconds - sending_here < requeue_after:
+            # This process is sending the campaign: its slices are in the broker. Enqueueing
+            # every open slice again (as on a first tick, and every ``requeue_after``) would
+            # only add messages that compete for the same rows, more of them the larger the
+            # campaign (and a scan of its ledger); slices lost with a broker, and retries
+            # come due, are enqueued once this process has sent none for ``requeue_after``.
+            continue
         last = _last_requeue.get(campaign_id, 0.0)
-        if time.monotonic() - last < requeue_after:
+        if now_seconds - last < requeue_after:
             continue
         _last_requeue[campaign_id] = time.monotonic()
         if not built:
