@@ -6,6 +6,8 @@ commit (enqueuing an actor, acknowledging an opt-out) runs after ``session_scope
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 import threading
 import time
@@ -14,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
@@ -50,8 +53,30 @@ def build_engine(url: str) -> Engine:
     given = make_url(url).query.get("options", ())  # ``?options=-c …`` in the URL: kept, after ours
     options = " ".join([_PG_OPTIONS, *([given] if isinstance(given, str) else given)])
     return create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args={"options": options}
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        connect_args={"options": options},
+        json_deserializer=json_loads,
     )
+
+
+def json_loads(data: str | bytes) -> Any:
+    """JSON values read from PostgreSQL, by ``orjson`` (in C): a campaign's claim reads each
+    contact's ``attributes``, and the standard library's parser cost ~3 µs per row of it.
+    Every value reads as ``json.loads`` reads it: a run of 16 digits or more (an integer
+    beyond 64 bits, which ``orjson`` makes a float) and what ``orjson`` refuses (a lone
+    surrogate, a number beyond the float range) go to the standard library."""
+    if _LONG_DIGITS.search(data if isinstance(data, bytes) else data.encode()):
+        return json.loads(data)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{16}")
 
 
 #: Session settings of every PostgreSQL connection. ``jit=off``: PostgreSQL compiles a

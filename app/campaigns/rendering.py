@@ -402,16 +402,19 @@ def _part(layout_parts: tuple[str, ...], body: list[str | _Slot], qp: QpEncoder)
 _SOFT_BREAK = QpEncoder.SOFT_BREAK
 
 
-def _fill(part: _Part, values: dict[bytes, str], qp: QpEncoder) -> tuple[bytes, bool]:
+def _fill(part: _Part, values: dict[bytes, str], qp: QpEncoder, memo: dict[str, bytes]) -> tuple[bytes, bool]:
     """The part with these values (by slot key) in its slots, encoded as ``qp.encode``
     encodes the pieces (an empty value is no piece), and whether it is in DKIM relaxed
-    form (``_canonical``)."""
+    form (``_canonical``). ``memo``: values already encoded for this message (a piece's
+    encoding depends on the piece alone; the links are in both parts)."""
     piece = qp.piece
     canonical = part.canonical
     encoded: dict[bytes, bytes] = {}
     for key, value in values.items():
         if value:
-            data = piece(value)
+            data = memo.get(value)
+            if data is None:
+                data = memo[value] = piece(value)
             if canonical and (b"\t" in data or b"  " in data or b" \r" in data):
                 canonical = False
             encoded[key] = _SOFT_BREAK + data
@@ -567,8 +570,9 @@ class CompiledCampaign:
                 )
             if size > MAX_OUTPUT:
                 raise TemplateProblem("the rendered message is too large", field="html")
-        html, html_canonical = _fill(html_part, html_values, self.html_qp)
-        text, text_canonical = _fill(text_part, text_values, self.text_qp)
+        memo: dict[str, bytes] = {}
+        text, text_canonical = _fill(text_part, text_values, self.text_qp, memo)
+        html, html_canonical = _fill(html_part, html_values, self.html_qp, memo)
         canonical = html_canonical and text_canonical
         return EncodedMessage(subject=subject, html=html, text=text, canonical=canonical)
 
