@@ -46,6 +46,7 @@ from app.recipients.tokens import (
 log = logging.getLogger("listwarden.delivery")
 
 _d = Delivery.__table__  # type: ignore[attr-defined]
+_campaigns = Campaign.__table__  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------- per campaign
@@ -249,12 +250,22 @@ def process_slice(campaign_id: int, lo: int, hi: int, *, settings: Settings | No
     """Send every due delivery of the slice [lo, hi] while the campaign is ``sending``."""
     settings = settings or get_settings()
     result = SliceResult()
+    campaign: Campaign | None = None
     while True:
         with session_scope(settings) as session:
-            campaign = session.get(Campaign, campaign_id)
-            if campaign is None or campaign.status != "sending":
-                result.stopped = campaign.status if campaign else "missing"
+            # Its status and version each micro-batch; the campaign itself (a row with its
+            # templates, made an ORM object) only when it changed.
+            state = session.execute(
+                select(_campaigns.c.status, _campaigns.c.updated_at).where(_campaigns.c.id == campaign_id)
+            ).first()
+            if state is None or state.status != "sending":
+                result.stopped = state.status if state is not None else "missing"
                 return result
+            if campaign is None or campaign.updated_at != state.updated_at:
+                campaign = session.get(Campaign, campaign_id)
+                if campaign is None or campaign.status != "sending":
+                    result.stopped = campaign.status if campaign else "missing"
+                    return result
             ctx = send_context(session, campaign, settings)
             rows = repository.claim_batch(session, campaign, lo=lo, hi=hi, limit=settings.send_batch_size)
         if not rows:

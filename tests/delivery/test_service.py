@@ -16,7 +16,7 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from app.campaigns.schemas import CampaignIn
 from app.config import Settings
@@ -130,3 +130,53 @@ def test_campaign_messages_are_what_the_general_path_assembles(
     payload = read_address_token(bounce, TokenKind.BOUNCE)
     assert (payload.contact_id, payload.delivery_id) == (815, 4711)
     assert envelope.smtputf8 is not str(values["email"]).partition("@")[0].isascii()
+
+
+def test_a_slice_loads_the_campaign_once_and_checks_its_status_every_micro_batch(
+    db: Settings, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each micro-batch reads the campaign's status and version (a pause or cancel stops
+    the slice at the next one); the campaign itself is loaded again only when it changed."""
+    from sqlalchemy import update
+
+    from app.auth.actor import Actor
+    from app.campaigns import service as campaigns
+    from app.delivery import service as delivery
+    from app.delivery.transport import Outcome
+    from app.models import Delivery
+    from tests.campaigns.helpers import CAMPAIGN, bulk_contacts
+
+    bulk_contacts(session, [f"p{i}@example.com" for i in range(9)])
+    monkeypatch.setattr("app.campaigns.dispatch.enqueue_build", lambda cid: None)
+    campaign = campaigns.create(session, CampaignIn(**CAMPAIGN), Actor.system())
+    campaigns.send(session, campaign, Actor.system())
+    session.commit()
+    assert campaign.id is not None
+    campaigns.build_audience(campaign.id)
+    settings = db.model_copy(update={"send_batch_size": 2})
+    loads: list[int] = []
+    real_get = Session.get
+
+    def counting_get(self: Session, entity: Any, ident: Any, **kwargs: Any) -> Any:
+        if entity is Campaign:
+            loads.append(ident)
+        return real_get(self, entity, ident, **kwargs)
+
+    sent: list[int] = []
+
+    class Transport:
+        def send_batch(self, envelopes: list[Any]) -> list[Outcome]:
+            sent.extend(e.key for e in envelopes)
+            if len(sent) == 4:  # the campaign is paused while its second micro-batch is out
+                with Session(delivery.get_engine(settings)) as other:
+                    other.execute(update(Campaign).where(Campaign.id == campaign.id).values(status="paused"))
+                    other.commit()
+            return [Outcome("sent", 250, "ok") for _ in envelopes]
+
+    monkeypatch.setattr(Session, "get", counting_get)
+    monkeypatch.setattr(delivery, "get_transport", lambda url: Transport())
+    result = delivery.process_slice(campaign.id, 0, 10**9, settings=settings)
+    assert result.stopped == "paused" and len(sent) == 4
+    assert loads == [campaign.id]  # once, for two micro-batches and the check that stopped
+    counts = session.execute(select(Delivery.status)).scalars().all()  # type: ignore[call-overload]
+    assert sorted(counts).count("sent") == 4
