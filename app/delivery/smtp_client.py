@@ -147,7 +147,11 @@ class FastSmtpClient:
 
     async def read_replies(self, count: int) -> list[Reply]:
         """``count`` replies (to pipelined commands), in order."""
-        return [await self._reply() for _ in range(count)]
+        replies = []
+        for _ in range(count):
+            reply = self._ready_reply()  # usually all of them came in one read
+            replies.append(reply if reply is not None else await self._reply())
+        return replies
 
     async def _watch(self, writer: asyncio.StreamWriter) -> None:
         """Abort the connection when the client has waited ``timeout`` for the server; the
@@ -187,17 +191,33 @@ class FastSmtpClient:
         self._partial = rest
 
     async def _reply(self) -> Reply:
-        lines: list[str] = []
-        pending = self._lines
         while True:
-            while not pending:
-                await self._fill()
-            line = pending.popleft().decode("utf-8", "replace").rstrip("\r")
+            reply = self._ready_reply()
+            if reply is not None:
+                return reply
+            await self._fill()
+
+    def _ready_reply(self) -> Reply | None:
+        """The next reply, taken from the lines read, if all its lines are there; else
+        None, and nothing is taken."""
+        pending = self._lines
+        if not pending:
+            return None
+        first = pending[0]
+        if first[3:4] == b" " and first[:3].isdigit():  # a one-line reply: the usual case
+            pending.popleft()
+            return Reply(int(first[:3]), first[4:].rstrip(b"\r").decode("utf-8", "replace"))
+        lines: list[str] = []
+        for raw in pending:
+            line = raw.decode("utf-8", "replace").rstrip("\r")
             if len(line) < 3 or not line[:3].isdigit():
                 raise SmtpProtocolError(f"malformed reply line {line[:80]!r}")
             lines.append(line[4:])
             if line[3:4] != "-":
+                for _ in lines:
+                    pending.popleft()
                 return Reply(int(line[:3]), "\n".join(lines))
+        return None  # the last line of a multi-line reply is still to come
 
     async def command(self, text: str) -> Reply:
         self.write(text.encode("utf-8") + b"\r\n")
