@@ -82,21 +82,46 @@ def _keys() -> tuple[_Key, ...]:
 _B32_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 #: Every pair of base32 digits, indexed by the 10 bits they spell.
 _B32_PAIRS = tuple(a + b for a in _B32_ALPHABET for b in _B32_ALPHABET)
-#: Bytes of a sealed token (key hint, payload, SIV tag), and the shifts that read it as
-#: 28 pairs of base32 digits.
+#: Bytes of a sealed token (key hint, payload, SIV tag: seven whole 5-byte groups) and
+#: its base32 digits.
 _SEALED_SIZE = 1 + _PAYLOAD.size + _TAG
-_SEALED_SHIFTS = tuple(range(_SEALED_SIZE * 8 - 10, -1, -10))
+_SEALED_DIGITS = _SEALED_SIZE * 8 // 5
+_B32_BYTES = bytes.maketrans(bytes(range(32)), _B32_ALPHABET.encode())
+
+
+def _spread_masks() -> tuple[tuple[int, int, int], ...]:
+    """(keep, move, shift) for each halving of 64 five-bit digits, packed at the bottom of a
+    512-bit integer, until each sits at the bottom of a byte of its own: the upper half of
+    the digits of each lane moves to the bottom of the lane's upper half."""
+    levels = []
+    lane, digits = 512, 64
+    while digits > 1:
+        keep_one = (1 << (5 * (digits // 2))) - 1
+        move_one = ((1 << (5 * digits)) - 1) ^ keep_one
+        keep = sum(keep_one << start for start in range(0, 512, lane))
+        move = sum(move_one << start for start in range(0, 512, lane))
+        levels.append((keep, move, lane // 2 - 5 * (digits // 2)))
+        lane, digits = lane // 2, digits // 2
+    return tuple(levels)
+
+
+_SPREAD = _spread_masks()
 
 
 def b32_lower(blob: bytes) -> str:
     """``base64.b32encode(blob)``, lower case, without padding; ten bits at a time (the
     standard library's encoder goes through ``bytes`` and ``upper``). A sealed token
-    (35 bytes: seven whole 5-byte groups) is read as one integer."""
+    (35 bytes; three in every campaign message) is spelt from one integer (~1.4 µs
+    instead of ~3)."""
     pairs = _B32_PAIRS
     size = len(blob)
     if size == _SEALED_SIZE:
+        # The 56 five-bit digits, spread one to a byte by halving lanes of one integer
+        # (six masked shifts), then spelt by one ``translate``.
         n = int.from_bytes(blob, "big")
-        return "".join([pairs[(n >> shift) & 1023] for shift in _SEALED_SHIFTS])
+        for low, high, shift in _SPREAD:
+            n = (n & low) | ((n & high) << shift)
+        return n.to_bytes(64, "big")[64 - _SEALED_DIGITS :].translate(_B32_BYTES).decode()
     from_bytes = int.from_bytes
     whole = size - size % 5
     out: list[str] = []
