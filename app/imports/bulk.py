@@ -16,6 +16,7 @@ import orjson
 from sqlalchemy import Table, and_, bindparam, insert, select, update
 from sqlmodel import Session
 
+from app.db import json_loads
 from app.models import ConsentEvent, Contact, ImportReject, ImportSeen, Preference, Suppression
 
 CONTACT: Table = Contact.__table__  # type: ignore[attr-defined]
@@ -243,15 +244,12 @@ class JsonColumn(list[str]):
 
 
 def _decoded(columns: Columns) -> Columns:
+    """JSON columns parsed back, as a value read from the database would be (integers
+    beyond 64 bits stay integers)."""
     return {
-        name: [orjson.loads(v) for v in values] if type(values) is JsonColumn else values
+        name: [json_loads(v) for v in values] if type(values) is JsonColumn else values
         for name, values in columns.items()
     }
-
-
-def json_text(value: Any) -> str:
-    """A value as JSON text (what a :class:`JsonColumn` holds)."""
-    return _json(value)
 
 
 def columns_of(rows: list[dict[str, Any]]) -> Columns:
@@ -330,7 +328,7 @@ def _text(value: Any) -> str:
     if kind is bool:
         return "t" if value else "f"
     if kind is dict or kind is list:
-        return _text(_json(value))
+        return _text(json_text(value))
     if kind is datetime or kind is date:
         found = _MOMENTS.get(value)  # the batch's timestamps repeat on every row
         if found is None:
@@ -343,9 +341,10 @@ def _text(value: Any) -> str:
     raise TypeError(f"cannot COPY a {kind.__name__}")
 
 
-def _json(value: Any) -> str:
-    """JSON text of a column value: orjson (ten times faster than ``json.dumps``), and the
-    standard library for what orjson refuses (integers beyond 64 bits)."""
+def json_text(value: Any) -> str:
+    """JSON text of a column value (what a :class:`JsonColumn` holds): orjson (ten times
+    faster than ``json.dumps``), and the standard library for what orjson refuses
+    (integers beyond 64 bits)."""
     try:
         return orjson.dumps(value).decode()
     except TypeError:

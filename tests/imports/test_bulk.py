@@ -106,7 +106,7 @@ def test_json_columns_given_as_text_arrive_as_their_values(session: Session) -> 
     through SQLAlchemy."""
     from app.imports.bulk import JsonColumn, bulk_for, json_text
 
-    details = [{"note": text, "row": i} for i, text in enumerate(AWKWARD)]
+    details = [{"note": text, "row": i, "big": 2**70 + i} for i, text in enumerate(AWKWARD)]
     columns = {
         "email": [f"p{i}@example.com" for i in range(len(AWKWARD))],
         "source": ["import"] * len(AWKWARD),
