@@ -415,16 +415,16 @@ def _detail(job: Job, row: int) -> dict[str, Any]:
 
 
 def _detail_template(job: Job, *, detail: bool = True, **extra: str) -> tuple[str, str]:
-    """:func:`_detail` as JSON text around the row number: ``head + str(row) + tail``
-    (without the job's ``detail`` if not ``detail``), then the ``extra`` keys, whose values
-    are JSON text."""
+    """:func:`_detail` as JSON text around the row number, left open for more keys:
+    ``head + str(row) + tail + "}"`` (without the job's ``detail`` if not ``detail``), with
+    the ``extra`` keys, whose values are JSON text."""
     head = f'{{"import_id":{int(job.import_id)},"row":'
     tail = f',"file":{json_text(job.filename)}'
     if detail and job.detail:
         tail += f',"detail":{json_text(job.detail)}'
     for key, value in extra.items():
         tail += f",{json_text(key)}:{value}"
-    return head, tail + "}"
+    return head, tail
 
 
 def _age_reason(plan: _Plan) -> str:
@@ -461,7 +461,7 @@ def _new_contacts(job: Job, plans: list[_Plan], now: Any) -> Columns:
     )
     columns["source"] = [job.source] * n
     head, tail = _detail_template(job)
-    columns["source_detail"] = JsonColumn(f"{head}{lead.row}{tail}" for lead in leads)
+    columns["source_detail"] = JsonColumn(f"{head}{lead.row}{tail}}}" for lead in leads)
     if now is not None:
         columns["created_at"] = columns["updated_at"] = [now] * n
     return columns
@@ -478,7 +478,6 @@ def _events(job: Job, consents: list[tuple[_Plan, str, str | None]], now: Any) -
     # Each event's evidence — {import_id, row, file, source} and the row's given_at,
     # consent_ip and merged rows when it has them — as JSON text from a template.
     head, tail = _detail_template(job, detail=False, source=json_text(job.source))
-    tail = tail[:-1]
     for plan, channel, _ in consents:
         lead = plan.lead
         hashes = plan.hashes
