@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from psycopg.adapt import Loader
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
@@ -52,7 +53,7 @@ def build_engine(url: str) -> Engine:
         url = str(parsed.set(drivername="postgresql+psycopg"))
     given = make_url(url).query.get("options", ())  # ``?options=-c …`` in the URL: kept, after ours
     options = " ".join([_PG_OPTIONS, *([given] if isinstance(given, str) else given)])
-    return create_engine(
+    engine = create_engine(
         url,
         pool_pre_ping=True,
         pool_size=10,
@@ -60,6 +61,21 @@ def build_engine(url: str) -> Engine:
         connect_args={"options": options},
         json_deserializer=json_loads,
     )
+    event.listen(engine, "connect", _pg_loaders)
+    return engine
+
+
+def _pg_loaders(dbapi_connection: Any, _record: Any) -> None:
+    """Every ``uuid`` (on PostgreSQL, the keyed hashes: migration 0013) reads as its 32 hex
+    digits, the form the rest of Listwarden computes and compares, in raw queries too."""
+    dbapi_connection.adapters.register_loader("uuid", HexUuidLoader)
+
+
+class HexUuidLoader(Loader):
+    """``uuid`` in text format (``8-4-4-4-12`` hex digits) -> the 32 hex digits."""
+
+    def load(self, data: Any) -> str:
+        return bytes(data).replace(b"-", b"").decode()
 
 
 def json_loads(data: str | bytes) -> Any:

@@ -158,7 +158,7 @@ class PostgresBulk(Bulk):
     def seen(self, import_id: int, keys: list[str]) -> set[str]:
         with self.raw.cursor() as cur:
             cur.execute(
-                "SELECT key_hash FROM import_seen WHERE import_id = %s AND key_hash = ANY(%s::text[])",
+                "SELECT key_hash FROM import_seen WHERE import_id = %s AND key_hash = ANY(%s::uuid[])",
                 (import_id, _hex_array(keys)),
             )
             return {row[0] for row in cur.fetchall()}
@@ -167,9 +167,9 @@ class PostgresBulk(Bulk):
         if not keys:
             return []
         where = {
-            "email": "email_hash = ANY(%s::text[])",
-            "phone": "phone_hash = ANY(%s::text[]) AND email IS NULL",
-            "postal": "postal_hash = ANY(%s::text[]) AND email IS NULL AND phone IS NULL",
+            "email": "email_hash = ANY(%s::uuid[])",
+            "phone": "phone_hash = ANY(%s::uuid[]) AND email IS NULL",
+            "postal": "postal_hash = ANY(%s::uuid[]) AND email IS NULL AND phone IS NULL",
         }[kind]
         # Column names and conditions are this module's constants, never input.
         sql = f"SELECT {', '.join(columns)} FROM contact WHERE {where} AND erased_at IS NULL ORDER BY id"  # noqa: S608
@@ -190,7 +190,7 @@ class PostgresBulk(Bulk):
         with self.raw.cursor() as cur:
             cur.execute(
                 "SELECT address_hash, channel, topic, reason FROM suppression "
-                "WHERE address_hash = ANY(%s::text[]) AND lifted_at IS NULL ORDER BY id",
+                "WHERE address_hash = ANY(%s::uuid[]) AND lifted_at IS NULL ORDER BY id",
                 (_hex_array(hashes),),
             )
             return [tuple(row) for row in cur.fetchall()]

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Column, ForeignKey, Integer, String, Text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import HashString, UTCDateTime, utcnow
+from app.models.base import KeyedHash, UTCDateTime, utcnow
 
 
 class DataRequest(SQLModel, table=True):
@@ -17,7 +17,7 @@ class DataRequest(SQLModel, table=True):
     contact_id: int | None = Field(
         default=None, sa_column=Column(Integer, ForeignKey("contact.id", ondelete="SET NULL"))
     )
-    address_hash: str | None = Field(default=None, sa_column=Column(HashString))
+    address_hash: str | None = Field(default=None, sa_column=Column(KeyedHash))
     #: access | erasure | rectification
     kind: str = Field(sa_column=Column(String(16), nullable=False))
     #: open | done | refused

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Column, Index, String, text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import HashString, JSONType, ProvenanceJSON, UTCDateTime, utcnow
+from app.models.base import JSONType, KeyedHash, ProvenanceJSON, UTCDateTime, utcnow
 
 
 class Contact(SQLModel, table=True):
@@ -33,18 +33,18 @@ class Contact(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     email: str | None = Field(default=None, sa_column=Column(String(320)))
-    email_hash: str | None = Field(default=None, sa_column=Column(HashString))
-    domain_hash: str | None = Field(default=None, sa_column=Column(HashString))
+    email_hash: str | None = Field(default=None, sa_column=Column(KeyedHash))
+    domain_hash: str | None = Field(default=None, sa_column=Column(KeyedHash))
     name: str | None = Field(default=None, sa_column=Column(String(200)))
     phone: str | None = Field(default=None, sa_column=Column(String(32)))
-    phone_hash: str | None = Field(default=None, sa_column=Column(HashString))
+    phone_hash: str | None = Field(default=None, sa_column=Column(KeyedHash))
     address_line1: str | None = Field(default=None, sa_column=Column(String(200)))
     address_line2: str | None = Field(default=None, sa_column=Column(String(200)))
     city: str | None = Field(default=None, sa_column=Column(String(120)))
     region: str | None = Field(default=None, sa_column=Column(String(120)))
     zip: str | None = Field(default=None, sa_column=Column(String(20)))
     country: str | None = Field(default=None, sa_column=Column(String(2)))
-    postal_hash: str | None = Field(default=None, sa_column=Column(HashString))
+    postal_hash: str | None = Field(default=None, sa_column=Column(KeyedHash))
     company: str | None = Field(default=None, sa_column=Column(String(200)))
     position: str | None = Field(default=None, sa_column=Column(String(200)))
     primary_business: str | None = Field(default=None, sa_column=Column(String(200)))

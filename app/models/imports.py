@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Column, ForeignKey, Index, Integer, PrimaryKeyConstraint, String, Text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import HashString, JSONType, UTCDateTime, utcnow
+from app.models.base import JSONType, KeyedHash, UTCDateTime, utcnow
 
 
 class Import(SQLModel, table=True):
@@ -55,7 +55,7 @@ class ImportSeen(SQLModel, table=True):
     import_id: int = Field(
         sa_column=Column(Integer, ForeignKey("import_job.id", ondelete="CASCADE"), nullable=False)
     )
-    key_hash: str = Field(sa_column=Column(HashString, nullable=False))
+    key_hash: str = Field(sa_column=Column(KeyedHash, nullable=False))
 
 
 class ImportReject(SQLModel, table=True):

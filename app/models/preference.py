@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Column, ForeignKey, Index, Integer, String, Text, text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import HashString, ProvenanceJSON, UTCDateTime, utcnow
+from app.models.base import KeyedHash, ProvenanceJSON, UTCDateTime, utcnow
 
 
 class Preference(SQLModel, table=True):
@@ -68,7 +68,7 @@ class ConsentEvent(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("contact.id", ondelete="SET NULL"), nullable=True),
     )
     #: Keyed hash of the address the event concerns (survives erasure of the contact).
-    address_hash: str | None = Field(default=None, sa_column=Column(HashString))
+    address_hash: str | None = Field(default=None, sa_column=Column(KeyedHash))
     channel: str | None = Field(default=None, sa_column=Column(String(10)))
     topic: str | None = Field(default=None, sa_column=Column(String(64)))
     #: opted_in | opted_out | suppressed | lifted | erased | unset

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import Column, ForeignKey, Index, Integer, String, Text
 from sqlmodel import Field, SQLModel
 
-from app.models.base import HashString, UTCDateTime, utcnow
+from app.models.base import KeyedHash, UTCDateTime, utcnow
 
 
 class Suppression(SQLModel, table=True):
@@ -25,7 +25,7 @@ class Suppression(SQLModel, table=True):
     channel: str | None = Field(default=None, sa_column=Column(String(10)))
     #: email | phone | postal | domain: what the hash was made of.
     kind: str = Field(sa_column=Column(String(10), nullable=False))
-    address_hash: str = Field(sa_column=Column(HashString, nullable=False))
+    address_hash: str = Field(sa_column=Column(KeyedHash, nullable=False))
     #: Masked hint for staff (``jo…@example.com``); cleared on erasure.
     address_hint: str | None = Field(default=None, sa_column=Column(String(120)))
     #: NULL = every topic; otherwise a topic slug.

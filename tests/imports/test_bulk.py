@@ -30,7 +30,7 @@ def _rows(now: datetime) -> list[dict[str, object]]:
         rows.append(
             {
                 "email": f"p{i}@example.com",
-                "email_hash": f"{i:064x}",
+                "email_hash": f"{i:032x}",
                 "name": text,
                 "company": None if i % 2 else text,
                 "city": None,  # empty in every row: left out
@@ -66,6 +66,7 @@ def test_copy_round_trips_through_postgresql(session: Session) -> None:
     for contact_id, row in zip(ids, rows, strict=True):
         stored = session.get(Contact, contact_id)
         assert stored is not None
+        assert stored.email_hash == row["email_hash"]
         assert stored.name == row["name"]
         assert stored.company == row["company"]
         assert stored.city is None

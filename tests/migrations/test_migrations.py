@@ -3,6 +3,7 @@ on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -52,7 +53,7 @@ def test_0007_keeps_every_stored_hash_matching(db: Settings) -> None:
     from sqlmodel import Session, col, select
 
     from app.contacts import service as contacts
-    from app.models import ConsentEvent, Contact, Suppression, utcnow
+    from app.models import ConsentEvent, Contact, utcnow
     from app.suppression import gate
     from app.suppression.hashing import HASH_HEX_DIGITS, IdentifierKind, keyed_hash
     from app.suppression.service import lookup_hashes
@@ -64,39 +65,38 @@ def test_0007_keeps_every_stored_hash_matching(db: Settings) -> None:
         command.downgrade(cfg, "0006")
     email_hash = _full_hash("email", "ada@example.org")
     assert len(email_hash) == 64
-    with Session(engine) as session:
-        contact = Contact(
-            email="ada@example.org",
-            email_hash=email_hash,
-            domain_hash=_full_hash("domain", "example.org"),
-            phone="+4930123456",
-            phone_hash=_full_hash("phone", "+4930123456"),
-            source="import",
+    # Written as code before 0007 wrote them: the models now describe the current schema
+    # (keyed hashes as uuid on PostgreSQL, migration 0013), so the rows go in as plain SQL.
+    with engine.begin() as conn:
+        contact_id = conn.execute(
+            sa.text(
+                "INSERT INTO contact (email, email_hash, domain_hash, phone, phone_hash, attributes, "
+                "age_confirmed, source, source_detail, created_at, updated_at) VALUES ('ada@example.org', "
+                ":email_hash, :domain_hash, '+4930123456', :phone_hash, '{}', false, 'import', '{}', "
+                ":now, :now) RETURNING id"
+            ),
+            {
+                "email_hash": email_hash,
+                "domain_hash": _full_hash("domain", "example.org"),
+                "phone_hash": _full_hash("phone", "+4930123456"),
+                "now": utcnow(),
+            },
+        ).scalar_one()
+        conn.execute(
+            sa.text(
+                "INSERT INTO consent_event (contact_id, address_hash, channel, status, method, actor, "
+                "occurred_at) VALUES (:contact_id, :email_hash, 'email', 'opted_out', 'one_click', "
+                "'recipient', :now)"
+            ),
+            {"contact_id": contact_id, "email_hash": email_hash, "now": utcnow()},
         )
-        session.add(contact)
-        session.flush()
-        session.add(
-            ConsentEvent(
-                contact_id=contact.id,
-                address_hash=email_hash,
-                channel="email",
-                status="opted_out",
-                method="one_click",
-                actor="recipient",
-                occurred_at=utcnow(),
-            )
+        conn.execute(
+            sa.text(
+                "INSERT INTO suppression (channel, kind, address_hash, reason, origin, created_at) "
+                "VALUES ('email', 'email', :email_hash, 'unsubscribe', 'recipient', :now)"
+            ),
+            {"email_hash": email_hash, "now": utcnow()},
         )
-        session.add(
-            Suppression(
-                channel="email",
-                kind="email",
-                address_hash=email_hash,
-                reason="unsubscribe",
-                origin="recipient",
-            )
-        )
-        session.commit()
-        contact_id = contact.id
     upgrade(db)
 
     with Session(engine) as session:
@@ -227,3 +227,137 @@ def test_0011_keeps_provenance_and_stores_it_as_written(db: Settings) -> None:
             assert set(kinds) == {"jsonb"}
             assert conn.execute(sa.text("SELECT evidence FROM consent_event")).scalar() == evidence
         upgrade(db)
+
+
+def _insert_pre_0013(conn: object, email_hash: str, phone_hash: str, domain_hash: str) -> int:
+    """A contact, its opt-out event and its suppression, as code before 0013 wrote them
+    (plain SQL: the models describe the current schema)."""
+    import sqlalchemy as sa
+
+    from app.models import utcnow
+
+    execute = conn.execute  # type: ignore[attr-defined]
+    now = utcnow()
+    contact_id = int(
+        execute(
+            sa.text(
+                "INSERT INTO contact (email, email_hash, domain_hash, phone, phone_hash, attributes, "
+                "age_confirmed, source, source_detail, created_at, updated_at) VALUES ('ada@example.org', "
+                ":email_hash, :domain_hash, '+4930123456', :phone_hash, '{}', false, 'import', '{}', "
+                ":now, :now) RETURNING id"
+            ),
+            {"email_hash": email_hash, "domain_hash": domain_hash, "phone_hash": phone_hash, "now": now},
+        ).scalar_one()
+    )
+    execute(
+        sa.text(
+            "INSERT INTO consent_event (contact_id, address_hash, channel, status, method, actor, "
+            "occurred_at) VALUES (:contact_id, :email_hash, 'email', 'opted_out', 'one_click', "
+            "'recipient', :now)"
+        ),
+        {"contact_id": contact_id, "email_hash": email_hash, "now": now},
+    )
+    execute(
+        sa.text(
+            "INSERT INTO suppression (channel, kind, address_hash, reason, origin, created_at) "
+            "VALUES ('email', 'email', :email_hash, 'unsubscribe', 'recipient', :now)"
+        ),
+        {"email_hash": email_hash, "now": now},
+    )
+    return contact_id
+
+
+def test_0013_keyed_hashes_match_as_before(db: Settings) -> None:
+    """Keyed hashes stored as hex text before 0013 still find, refuse and prove the same
+    person after it; on PostgreSQL they are then ``uuid`` (16 bytes), read back as the same
+    32 hex digits (by the ORM and by raw queries alike), and the downgrade gives the text
+    back unchanged."""
+    import sqlalchemy as sa
+    from sqlmodel import Session, col, select
+
+    from app.contacts import service as contacts
+    from app.imports.bulk import bulk_for
+    from app.models import ConsentEvent, Contact
+    from app.suppression import gate
+    from app.suppression.hashing import IdentifierKind, keyed_hash
+    from app.suppression.service import lookup_hashes
+
+    cfg = alembic_config(db.resolved_database_url)
+    engine = get_engine(db)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0012")
+    email_hash = keyed_hash(IdentifierKind.EMAIL, "ada@example.org")
+    phone_hash = keyed_hash(IdentifierKind.PHONE, "+4930123456")
+    domain_hash = keyed_hash(IdentifierKind.DOMAIN, "example.org")
+    with engine.begin() as conn:
+        contact_id = _insert_pre_0013(conn, email_hash, phone_hash, domain_hash)
+    upgrade(db)
+
+    postgres = engine.dialect.name == "postgresql"
+    columns = (
+        "('contact', 'email_hash'), ('contact', 'domain_hash'), ('contact', 'phone_hash'), "
+        "('contact', 'postal_hash'), ('consent_event', 'address_hash'), ('suppression', 'address_hash'), "
+        "('data_request', 'address_hash'), ('import_seen', 'key_hash')"
+    )
+    types_sql = sa.text(
+        "SELECT DISTINCT data_type FROM information_schema.columns "
+        f"WHERE (table_name, column_name) IN ({columns})"
+    )
+    with Session(engine) as session:
+        stored = session.get(Contact, contact_id)
+        assert stored is not None
+        assert (stored.email_hash, stored.phone_hash, stored.domain_hash) == (
+            email_hash,
+            phone_hash,
+            domain_hash,
+        )
+        found = contacts.find_by_email(session, "Ada@Example.org")
+        assert found is not None and found.id == contact_id
+        decision = gate.check_one(session, contact_id, channel="email", topic=None, purpose="marketing")
+        assert not decision.allowed and decision.reason is not None and "unsubscribe" in decision.reason
+        events = session.exec(
+            select(ConsentEvent).where(col(ConsentEvent.address_hash).in_(lookup_hashes("ada@example.org")))
+        ).all()
+        assert [e.address_hash for e in events] == [email_hash]
+        # The import's own queries (raw psycopg on PostgreSQL) see the same hex digits.
+        bulk = bulk_for(session)
+        rows = bulk.contacts("email", [email_hash], ("id", "email_hash", "phone_hash"))
+        assert rows == [{"id": contact_id, "email_hash": email_hash, "phone_hash": phone_hash}]
+        assert bulk.suppressions([email_hash]) == [(email_hash, "email", None, "unsubscribe")]
+        if postgres:
+            assert session.execute(types_sql).scalars().all() == ["uuid"]
+    if not postgres:
+        return
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0012")
+    with engine.connect() as conn:
+        assert conn.execute(types_sql).scalars().all() == ["character varying"]
+        back = conn.execute(sa.text("SELECT email_hash, phone_hash FROM contact")).one()
+        assert tuple(back) == (email_hash, phone_hash)
+    upgrade(db)
+
+
+@pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)  # SQLite keeps hex text
+def test_0013_refuses_a_stored_value_that_is_not_a_keyed_hash(db: Settings) -> None:
+    """A hash column holding something other than 32 hex digits cannot become ``uuid``:
+    the upgrade stops, names the column, and leaves the database at 0012."""
+    import sqlalchemy as sa
+
+    engine = get_engine(db)
+    cfg = alembic_config(db.resolved_database_url)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0012")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO suppression (channel, kind, address_hash, reason, origin, created_at) "
+                "VALUES ('email', 'email', 'not-a-keyed-hash', 'complaint', 'inbound', now())"
+            )
+        )
+    with pytest.raises(RuntimeError, match=r"suppression\.address_hash: 1 stored value"):
+        upgrade(db)
+    with engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == "0012"
