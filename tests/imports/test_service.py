@@ -465,6 +465,22 @@ def test_a_refused_write_stops_the_import_and_the_retry_finishes_it_exactly_once
     assert _count(Contact) == 1200 and _count(ConsentEvent) == 1200
 
 
+def test_partition_processes_start_with_the_import_code_loaded() -> None:
+    """Partition processes are forked from a fork server that imported the import code
+    once, instead of fresh interpreters that each spent over a second importing it."""
+    from tests.imports import forked
+
+    context = service._process_context()
+    queue = context.Queue()
+    child = context.Process(target=forked.report, args=(queue,), daemon=True)
+    child.start()
+    loaded, cpu = queue.get(timeout=60)
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert loaded
+    assert cpu < 0.3, f"the process spent {cpu:.2f} s of CPU before running its work"
+
+
 def test_partitions_with_rejects_in_every_batch_do_not_deadlock(db, tmp_path: Path, monkeypatch) -> None:
     """Rejects reference the import's row (a key-share lock); each batch then updates that
     row. Two partitions doing both must not wait on each other in a cycle."""
