@@ -18,7 +18,7 @@ then in the same run:
 Prints rows per second for both, their ratio, the CPU time per row of the import's
 processes and of its PostgreSQL backends (less sensitive than the rate to whatever else the
 machine is doing), and the worker's peak resident memory (its own, and the largest of its
-partition processes)."""
+helper processes: the fork server and the partitions forked from it)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from measure import BackendCpu  # noqa: E402
+from measure import BackendCpu, children, cpu_seconds, descendants, peak_rss_mb  # noqa: E402
 
 FIRST = ["Anna", "Ben", "Carla", "David", "Emma", "Felix", "Greta", "Hugo", "Ida", "Jonas", "Klara", "Lukas"]
 LAST = ["Müller", "Schmidt", "Smith", "García", "Rossi", "Dubois", "Kowalski", "Jensen", "O'Brien", "Nguyen"]
@@ -108,17 +108,41 @@ def reference_copy(path: Path, dsn: str) -> float:
 
 def child(import_id: int, processes: int) -> None:
     """The worker process: runs the import job to the end and reports its figures."""
+    import threading
+
     from app.imports import service
 
+    # Partition processes are forked from a fork server (a child of this process): their
+    # CPU is in the server's (it reaps them), read at the end; their peak memory is sampled.
+    peaks: dict[int, float] = {}
+    running = True
+
+    def sample_memory() -> None:
+        while running:
+            for pid in descendants(os.getpid()):
+                try:
+                    peaks[pid] = max(peaks.get(pid, 0.0), peak_rss_mb(pid))
+                except (FileNotFoundError, ProcessLookupError):
+                    continue
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample_memory, daemon=True)
     before = resource.getrusage(resource.RUSAGE_SELF)
+    before_live = {pid: cpu_seconds(pid) for pid in children(os.getpid())}
+    sampler.start()
     start = time.perf_counter()
     final = service.run(import_id, processes=processes)
     elapsed = time.perf_counter() - start
+    running = False
+    sampler.join()
+    time.sleep(0.3)  # the fork server reaps the partitions it forked
     self_usage = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the partition processes
+    reaped = resource.getrusage(resource.RUSAGE_CHILDREN)  # processes of our own (spawn)
+    live = sum(cpu_seconds(pid) - before_live.get(pid, 0.0) for pid in children(os.getpid()))
     own = self_usage.ru_maxrss / 1024
-    helpers = children.ru_maxrss / 1024
-    cpu = sum(u.ru_utime + u.ru_stime for u in (self_usage, children)) - before.ru_utime - before.ru_stime
+    helpers = max([reaped.ru_maxrss / 1024, *peaks.values()])
+    cpu = sum(u.ru_utime + u.ru_stime for u in (self_usage, reaped)) + live
+    cpu -= before.ru_utime + before.ru_stime
     print(
         json.dumps(
             {
@@ -248,7 +272,7 @@ def main() -> None:
         py_us, pg_us = (float(ours[k]) * 1e6 / rows for k in ("cpu", "pg_cpu"))  # type: ignore[arg-type]
         split = f"import processes {py_us:.0f}, PostgreSQL {pg_us:.0f}"
         print(f"CPU per row              {py_us + pg_us:.0f} us ({split})")
-        memory = f"{ours['rss_mb']:.0f} MB (largest partition process {ours['helper_rss_mb']:.0f} MB)"
+        memory = f"{ours['rss_mb']:.0f} MB (largest helper process {ours['helper_rss_mb']:.0f} MB)"
         print(f"worker peak memory       {memory}")
         print(f"counts                   {json.dumps(ours['counts'])}")
         sys.stdout.flush()

@@ -22,6 +22,28 @@ def cpu_seconds(pid: int, stat: str = "") -> float:
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
 
 
+def children(pid: int) -> list[int]:
+    """A process's live child processes (Linux 3.5+: ``/proc/PID/task/TID/children``)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.extend(int(c) for c in (task / "children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, grandchildren … of a process that are alive now."""
+    out: list[int] = []
+    todo = children(pid)
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo.extend(children(child))
+    return out
+
+
 class BackendCpu:
     """CPU of the PostgreSQL backends serving one database, sampled while the work runs
     (call :meth:`sample` every so often; a backend counts from the first sample, or from 0
