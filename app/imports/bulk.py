@@ -274,10 +274,11 @@ def copy_columns(table: Table, data: Columns) -> tuple[list[str], bytes]:
     columns written and the data.
 
     Columns empty in every row are left out (they are NULL by default): a batch of leads
-    rarely fills half of a contact's columns. A column of plain text — no backslash, tab,
-    newline or other unprintable character in any of its values, checked in one pass over
-    the joined column — goes as it is; a column holding one value throughout is formatted
-    once; anything else goes value by value through :func:`_text`."""
+    rarely fills half of a contact's columns. A column of plain text — none of the four
+    characters COPY's text format escapes (backslash, tab, newline, carriage return) in any
+    of its values, checked over the joined column — goes as it is; a column holding one
+    value throughout is formatted once; anything else goes value by value through
+    :func:`_text`."""
     columns: list[str] = []
     texts: list[list[str]] = []
     for name, values in data.items():
@@ -291,7 +292,7 @@ def copy_columns(table: Table, data: Columns) -> tuple[list[str], bytes]:
         if kinds <= {str, type(None)}:
             present = [v for v in values if v is not None] if type(None) in kinds else values
             joined = "".join(present)
-            if joined.isprintable() and "\\" not in joined:
+            if _plain(joined):
                 complete = len(present) == len(values)
                 texts.append(values if complete else [_NULL if v is None else v for v in values])
                 continue
@@ -305,6 +306,13 @@ def copy_columns(table: Table, data: Columns) -> tuple[list[str], bytes]:
     lines = list(map("\t".join, zip(*texts, strict=True)))
     lines.append("")
     return columns, "\n".join(lines).encode()
+
+
+def _plain(text: str) -> bool:
+    """Whether ``text`` holds none of the characters :func:`_text` escapes. Four substring
+    searches (``memchr`` for a one-byte-per-character string) cost a tenth of what
+    ``str.isprintable`` did, which looked up every character's Unicode category."""
+    return "\\" not in text and "\t" not in text and "\n" not in text and "\r" not in text
 
 
 _NULL = "\\N"

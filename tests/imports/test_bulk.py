@@ -22,11 +22,20 @@ AWKWARD = [
     "Müller 中文 😀",
     "",
 ]
+#: Control and separator characters that COPY's text format takes as they are (it escapes
+#: only backslash, tab, newline and carriage return).
+UNESCAPED = [
+    "vertical\x0btab form\x0cfeed",
+    "unit\x1fseparator escape\x1b",
+    "next\x85line line\u2028separator paragraph\u2029separator",
+    "del\x7f",
+    "plain",
+]
 
 
-def _rows(now: datetime) -> list[dict[str, object]]:
+def _rows(now: datetime, texts: list[str] = AWKWARD) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    for i, text in enumerate(AWKWARD):
+    for i, text in enumerate(texts):
         rows.append(
             {
                 "email": f"p{i}@example.com",
@@ -56,11 +65,19 @@ def test_copy_text_leaves_out_empty_columns_and_escapes() -> None:
     assert "tab\\there" in data.decode() and "back\\\\slash" in data.decode()
 
 
+def test_a_column_without_the_four_escaped_characters_goes_as_it_is() -> None:
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    columns, data = copy_text(CONTACT, _rows(now, UNESCAPED))
+    names = [line.split("\t")[columns.index("name")] for line in data.decode().split("\n")[:-1]]
+    assert names == UNESCAPED
+
+
+@pytest.mark.parametrize("texts", [AWKWARD, UNESCAPED], ids=["escaped", "unescaped"])
 @pytest.mark.parametrize("backend_url", ["postgresql"], indirect=True)
-def test_copy_round_trips_through_postgresql(session: Session) -> None:
+def test_copy_round_trips_through_postgresql(session: Session, texts: list[str]) -> None:
     assert session.get_bind().dialect.name == "postgresql"
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    rows = _rows(now)
+    rows = _rows(now, texts)
     ids = PostgresBulk(session).insert_returning_ids(CONTACT, rows)
     session.commit()
     for contact_id, row in zip(ids, rows, strict=True):
