@@ -181,7 +181,7 @@ def test_partitions_parse_only_their_own_lines_and_together_read_every_record(
     cell is its own: together they read exactly the records one full reading gives (same
     row numbers, cells and errors), each once, and each in the partition ``partition_of``
     names for its cells."""
-    from app.imports.service import line_partition, partition_of
+    from app.imports.service import line_owner, partition_of
 
     path = tmp_path / "partitions.csv"
     header = ["email", "name"] if email_at == 0 else ["name", "email"]
@@ -189,10 +189,10 @@ def test_partitions_parse_only_their_own_lines_and_together_read_every_record(
     fmt = csvfile.FileFormat(encoding="utf-8", delimiter=delimiter, header=header)
     assert not csvfile.has_quotes(path, fmt.encoding)
     everything = list(csvfile.records(path, fmt, skip=skip))
-    of = line_partition(email_at, delimiter, partitions)
     read: list[csvfile.Record] = []
     for partition in range(partitions):
-        for record in csvfile.records(path, fmt, skip=skip, owner=lambda line, p=partition: of(line) == p):
+        owner = line_owner(email_at, delimiter, partitions, partition)
+        for record in csvfile.records(path, fmt, skip=skip, owner=owner):
             read.append(record)
             assert partition_of(record.cells, email_at, partitions) == partition
     assert sorted(read, key=lambda r: r.row) == everything
