@@ -257,7 +257,8 @@ def apply_batch(
     plans: list[_Plan] = []
     updates: list[dict[str, Any]] = []
     slow: list[_Plan] = []
-    counts["duplicates"] += sum(len(lead.merged_rows) for lead in leads)
+    # Each row folded into an earlier one of the batch (see _fold) is a duplicate.
+    counts["duplicates"] += len(items) - len(rejects) - len(leads)
     for lead in leads:
         existing = world.contacts.get(lead.key)
         erased = bool(world.suppressions) and any(
@@ -363,6 +364,7 @@ def apply_batch(
     for plan in slow:
         _apply_slowly(session, job, plan, counts)
 
+    outcomes: list[str] = []
     for plan in plans:
         outcome = plan.outcome
         if outcome == "kept_erased":
@@ -378,7 +380,8 @@ def apply_batch(
                 )
             )
             continue
-        counts["duplicates" if plan.lead.key in earlier else outcome] += 1
+        outcomes.append("duplicates" if earlier and plan.lead.key in earlier else outcome)
+    counts.update(outcomes)  # counted in C (one Counter increment per lead was not)
     met = [
         {"import_id": job.import_id, "key_hash": plan.lead.key}
         for plan in plans
