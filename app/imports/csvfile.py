@@ -198,10 +198,7 @@ def _owned_records(path: Path, fmt: FileFormat, skip: int, owner: Callable[[str]
     def owned(handle: io.TextIOWrapper) -> Iterator[str]:
         row = 0
         for line in handle:
-            # Blank: no cell holds anything but whitespace. A line that starts with neither
-            # whitespace nor the delimiter is not (the usual case: one test, no copy).
-            first = line[0]
-            if (first == delimiter or first.isspace()) and not line.replace(delimiter, "").strip():
+            if _blank(line, delimiter):
                 continue
             row += 1
             if row == 1 or row - 1 <= skip or not owner(line):
@@ -212,6 +209,14 @@ def _owned_records(path: Path, fmt: FileFormat, skip: int, owner: Callable[[str]
     with _open(path, fmt.encoding) as handle:
         for cells, error in _parsed(csv.reader(owned(handle), delimiter=delimiter, strict=True)):
             yield Record(rows.popleft(), cells, error)
+
+
+def _blank(line: str, delimiter: str) -> bool:
+    """Whether a raw line (as a file iterates: never empty) is blank: no cell holds anything
+    but whitespace. A line that starts with neither whitespace nor the delimiter is not (the
+    usual case: one test, no copy)."""
+    first = line[0]
+    return (first == delimiter or first.isspace()) and not line.replace(delimiter, "").strip()
 
 
 def _parsed(reader: Iterator[list[str]]) -> Iterator[tuple[list[str], str | None]]:
@@ -239,10 +244,10 @@ def count_records(path: Path, fmt: FileFormat) -> int:
     has no quotes (each line is then one record: only a quoted field can hold a line break
     or break the syntax), else by reading every record."""
     if not has_quotes(path, fmt.encoding):
-        strip = fmt.delimiter
+        delimiter = fmt.delimiter
         with _open(path, fmt.encoding) as handle:
             # newline="": lines end at \n, \r or \r\n, as the csv reader's records do.
-            lines = sum(1 for line in handle if line.replace(strip, "").strip())
+            lines = sum(1 for line in handle if not _blank(line, delimiter))
         return max(lines - 1, 0)  # the header
     return sum(1 for _ in records(path, fmt))
 

@@ -71,13 +71,11 @@ class KeyedHashType(TypeDecorator[str]):
         return dialect.type_descriptor(String(64))
 
     def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
-        if value is None or len(value) == HEX_DIGITS:
+        if value is None or "-" not in value:
             return value
         return str(value).replace("-", "")  # a connection without app.db's loader
 
 
-#: Hex digits of a keyed hash as Python sees it.
-HEX_DIGITS = 32
 #: See :class:`KeyedHashType`.
 KeyedHash: Any = KeyedHashType()
 
