@@ -36,7 +36,7 @@ class NormalisedEmail(NamedTuple):
 #: Plain ASCII addresses: a dot-atom local part and an LDH domain with an alphabetic TLD,
 #: no ``--`` anywhere in the domain (so no Punycode or R-LDH labels), well inside every
 #: length limit. Anything else goes to email-validator.
-_PLAIN_EMAIL = re.compile(
+PLAIN_EMAIL = re.compile(
     r"([A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+(?:\.[A-Za-z0-9_!#$%&'*+\-/=?^`{|}~]+)*)"
     r"@((?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24})"
 )
@@ -65,12 +65,22 @@ def fast_normalise_email(raw: str) -> NormalisedEmail | None:
     whenever this returns a value, ``validate_email`` accepts the address and normalises
     it the same way. It never rejects: rejections and their messages come from
     email-validator."""
-    match = _PLAIN_EMAIL.fullmatch(raw)
+    match = PLAIN_EMAIL.fullmatch(raw)
     if match is None:
         return None
     local, domain = match.groups()
     if len(local) > 60 or len(raw) > 200:
         return None
+    lowered = plain_domain(domain)
+    if lowered is None:
+        return None
+    return NormalisedEmail(f"{local}@{lowered}", f"{local.lower()}@{lowered}", lowered)
+
+
+def plain_domain(domain: str) -> str | None:
+    """The lower-case form :func:`fast_normalise_email` gives the domain of an address
+    that matches :data:`PLAIN_EMAIL`, or None where it defers to email-validator (a
+    special-use name, or a ``--`` in it). Answers are remembered per domain."""
     names = email_validator.SPECIAL_USE_DOMAIN_NAMES
     if _DOMAINS.get("") != (id(names), len(names)):  # the list was replaced or changed
         _DOMAINS.clear()
@@ -82,9 +92,7 @@ def fast_normalise_email(raw: str) -> NormalisedEmail | None:
             _DOMAINS.clear()
             _DOMAINS[""] = (id(names), len(names))
         _DOMAINS[domain] = lowered
-    if lowered is None:
-        return None
-    return NormalisedEmail(f"{local}@{lowered}", f"{local.lower()}@{lowered}", lowered)
+    return lowered
 
 
 def normalise_email(raw: str, *, check_deliverability: bool = False, field: str = "email") -> NormalisedEmail:

@@ -456,15 +456,3 @@ def _json_attributes(value: str) -> dict[str, Any]:
             item = None
         out[str(key)[:64]] = item
     return out
-
-
-def prepare_batch(records: list[tuple[int, list[str], str | None]], ctx: Context) -> list[Lead | Reject]:
-    """A batch of (row, cells, CSV error) -> leads and rejects, in file order. Runs in a
-    worker process when the importer has some."""
-    out: list[Lead | Reject] = []
-    for row, cells, error in records:
-        if error:
-            out.append(Reject(row, None, error, cells))
-        else:
-            out.append(prepare(row, cells, ctx))
-    return out

@@ -44,7 +44,8 @@ from app.db import after_commit, session_scope
 from app.errors import NotFound, ValidationProblem
 from app.imports import csvfile, mapping
 from app.imports.batch import Job, Seen, apply_batch
-from app.imports.prepare import Context, Lead, Reject, prepare_batch
+from app.imports.columns import prepare_batch
+from app.imports.prepare import Context, Lead, Reject
 from app.models import Import, ImportReject, ImportSeen, Topic, utcnow
 from app.models.base import Source
 
