@@ -11,9 +11,11 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-from collections import deque
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import compress, count
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -158,16 +160,19 @@ class Record(NamedTuple):
     error: str | None = None
 
 
-def records(
-    path: Path, fmt: FileFormat, *, skip: int = 0, owner: Callable[[str], bool] | None = None
-) -> Iterator[Record]:
+#: Which raw lines (each a whole record, without its line break) of a file without quotes
+#: are wanted: one answer per line, in order.
+Owner = Callable[[list[str]], Iterable[bool]]
+
+
+def records(path: Path, fmt: FileFormat, *, skip: int = 0, owner: Owner | None = None) -> Iterator[Record]:
     """Data records after the header, blank lines left out; ``skip`` data records are
     read but not yielded (to resume).
 
-    ``owner``, for a file without quotes (:func:`has_quotes`): a quick test of a record's
-    raw line (it still ends with its line break). Lines it refuses are counted but not
-    parsed: the partitions of an import each read the whole file, and parsing the other
-    partitions' rows was most of what that reading cost."""
+    ``owner``, for a file without quotes (:func:`has_quotes`): a quick test of the raw
+    lines of a stretch of the file. Lines it refuses are counted but not parsed: the
+    partitions of an import each read the whole file, and parsing the other partitions'
+    rows was most of what that reading cost."""
     if owner is not None:
         yield from _owned_records(path, fmt, skip, owner)
         return
@@ -188,33 +193,89 @@ def records(
             yield Record(row, cells, error)
 
 
-def _owned_records(path: Path, fmt: FileFormat, skip: int, owner: Callable[[str], bool]) -> Iterator[Record]:
+def _owned_records(path: Path, fmt: FileFormat, skip: int, owner: Owner) -> Iterator[Record]:
     """:func:`records` of a file without quotes, where each line is one record (as in
-    :func:`count_records`): only the lines ``owner`` accepts are parsed, by one reader fed
-    line by line, so the row numbers stay in step with its records."""
+    :func:`count_records`), read a stretch of lines at a time: only the lines ``owner``
+    accepts are split into cells. Such a line's cells are what lies between delimiters,
+    as the csv reader gives them; a line long enough to hold a cell over the size limit
+    goes through the csv reader itself, for its error."""
     delimiter = fmt.delimiter
-    rows: deque[int] = deque()
-
-    def owned(handle: io.TextIOWrapper) -> Iterator[str]:
-        row = 0
-        for line in handle:
-            if _blank(line, delimiter):
-                continue
-            row += 1
-            if row == 1 or row - 1 <= skip or not owner(line):
-                continue  # the header, resumed past, or another partition's
-            rows.append(row)
-            yield line
-
+    row = 0  # the row number of the last line read (the header is row 1)
     with _open(path, fmt.encoding) as handle:
-        for cells, error in _parsed(csv.reader(owned(handle), delimiter=delimiter, strict=True)):
-            yield Record(rows.popleft(), cells, error)
+        for lines in _plain_lines(handle, delimiter):
+            first = row + 1
+            row += len(lines)
+            if row <= skip + 1:
+                continue  # the header, or resumed past
+            if first <= skip + 1:
+                lines = lines[skip + 2 - first :]
+                first = skip + 2
+            numbered = compress(zip(count(first), lines), owner(lines))
+            if max(map(len, lines)) <= MAX_CELL:
+                for number, line in numbered:
+                    yield Record(number, line.split(delimiter))
+            else:
+                for number, line in numbered:
+                    cells, error = next(_parsed(csv.reader([line], delimiter=delimiter, strict=True)))
+                    yield Record(number, cells, error)
+
+
+#: A line break as the csv reader and a file opened with ``newline=""`` see them.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+#: The characters ``str.isspace`` accepts (none is above U+3000): what a line starts with
+#: for :func:`_blank` to have to look at it, besides the delimiter.
+_WHITESPACE = tuple(c for c in map(chr, range(0x3001)) if c.isspace())
+
+
+def _plain_lines(handle: io.TextIOWrapper, delimiter: str) -> Iterator[list[str]]:
+    """The lines of a file without quotes, a stretch of about ``_CHUNK`` characters at a
+    time, without their line breaks (``\\r\\n``, ``\\r`` or ``\\n``) and without blank lines.
+    Splitting, and checking for blank lines, are a few calls per stretch rather than
+    several per line."""
+    starts = frozenset((delimiter, *_WHITESPACE))
+    rest = ""
+    while True:
+        chunk = handle.read(_CHUNK)
+        text = rest + chunk
+        if not text:
+            return
+        if chunk:
+            # Up to the last line break; a \r at the very end may be half of a \r\n.
+            cut = max(text.rfind("\n"), text.rfind("\r", 0, len(text) - 1)) + 1
+            if cut == 0:
+                rest = text  # a line longer than a stretch
+                continue
+            body, rest = text[:cut], text[cut:]
+        else:
+            body, rest = text, ""
+        lines = _split_lines(body)
+        if body.endswith(("\n", "\r")):
+            lines.pop()  # what follows the last line break
+        if "" in lines or not starts.isdisjoint(map(itemgetter(0), lines)):
+            lines = [line for line in lines if line and not _blank(line, delimiter)]
+        if lines:
+            yield lines
+        if not chunk:
+            return
+
+
+def _split_lines(body: str) -> list[str]:
+    """``body`` split at its line breaks. Where they are all of one kind (``\\n``, or
+    ``\\r\\n`` as spreadsheets write them), a plain ``str.split``, several
+    times faster than the expression that splits at any of them."""
+    if "\r" not in body:
+        return body.split("\n")
+    lines = body.split("\r\n")
+    joined = "".join(lines)  # a copy, then two searches: cheaper than counting
+    if "\r" not in joined and "\n" not in joined:  # no \r or \n but in a \r\n
+        return lines
+    return _LINE_BREAK.split(body)
 
 
 def _blank(line: str, delimiter: str) -> bool:
-    """Whether a raw line (as a file iterates: never empty) is blank: no cell holds anything
-    but whitespace. A line that starts with neither whitespace nor the delimiter is not (the
-    usual case: one test, no copy)."""
+    """Whether a raw line (never empty) is blank: no cell holds anything but whitespace.
+    A line that starts with neither whitespace nor the delimiter is not (the usual case:
+    one test, no copy)."""
     first = line[0]
     return (first == delimiter or first.isspace()) and not line.replace(delimiter, "").strip()
 
@@ -244,10 +305,8 @@ def count_records(path: Path, fmt: FileFormat) -> int:
     has no quotes (each line is then one record: only a quoted field can hold a line break
     or break the syntax), else by reading every record."""
     if not has_quotes(path, fmt.encoding):
-        delimiter = fmt.delimiter
         with _open(path, fmt.encoding) as handle:
-            # newline="": lines end at \n, \r or \r\n, as the csv reader's records do.
-            lines = sum(1 for line in handle if not _blank(line, delimiter))
+            lines = sum(map(len, _plain_lines(handle, fmt.delimiter)))
         return max(lines - 1, 0)  # the header
     return sum(1 for _ in records(path, fmt))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -173,14 +174,16 @@ def test_the_quick_count_is_taken_only_without_quotes(tmp_path: Path) -> None:
     partitions=st.integers(min_value=2, max_value=3),
     skip=st.integers(min_value=0, max_value=3),
     email_at=st.integers(min_value=0, max_value=1),
+    stretch=st.sampled_from([1, 2, 3, 5, 8, 13, 1 << 20]),
 )
 def test_partitions_parse_only_their_own_lines_and_together_read_every_record(
-    tmp_path: Path, body: list[str], delimiter: str, partitions: int, skip: int, email_at: int
+    tmp_path: Path, body: list[str], delimiter: str, partitions: int, skip: int, email_at: int, stretch: int
 ) -> None:
     """In a file without quotes each import partition parses only the lines whose email
     cell is its own: together they read exactly the records one full reading gives (same
     row numbers, cells and errors), each once, and each in the partition ``partition_of``
-    names for its cells."""
+    names for its cells — however the file is cut into the stretches it is read in (a
+    stretch may end inside a line or between the two characters of a ``\\r\\n``)."""
     from app.imports.service import line_owner, partition_of
 
     path = tmp_path / "partitions.csv"
@@ -190,9 +193,42 @@ def test_partitions_parse_only_their_own_lines_and_together_read_every_record(
     assert not csvfile.has_quotes(path, fmt.encoding)
     everything = list(csvfile.records(path, fmt, skip=skip))
     read: list[csvfile.Record] = []
-    for partition in range(partitions):
-        owner = line_owner(email_at, delimiter, partitions, partition)
-        for record in csvfile.records(path, fmt, skip=skip, owner=owner):
-            read.append(record)
-            assert partition_of(record.cells, email_at, partitions) == partition
+    with patch.object(csvfile, "_CHUNK", stretch):
+        for partition in range(partitions):
+            owner = line_owner(email_at, delimiter, partitions, partition)
+            for record in csvfile.records(path, fmt, skip=skip, owner=owner):
+                read.append(record)
+                assert partition_of(record.cells, email_at, partitions) == partition
+        counted = csvfile.count_records(path, fmt)
     assert sorted(read, key=lambda r: r.row) == everything
+    assert counted == sum(1 for _ in csvfile.records(path, fmt))
+
+
+def test_a_partition_reports_a_cell_over_the_size_limit_in_a_file_without_quotes(tmp_path: Path) -> None:
+    """Partitions split plain lines themselves; a line that may hold a cell over the limit
+    still gets the csv reader's verdict, as a full reading gives it."""
+    from app.imports.service import line_owner
+
+    path = tmp_path / "long.csv"
+    path.write_text(
+        "email,notes\na@example.com,short\nb@example.com,"
+        + "x" * (csvfile.MAX_CELL + 10)
+        + "\nc@example.com,ok\n"
+    )
+    fmt = csvfile.detect(path)
+    assert not csvfile.has_quotes(path, fmt.encoding)
+    everything = list(csvfile.records(path, fmt))
+    assert [r.row for r in everything] == [2, 3, 4]
+    assert everything[1].error is not None and "longer than 64 KB" in everything[1].error
+    read = [
+        record
+        for partition in range(2)
+        for record in csvfile.records(path, fmt, owner=line_owner(0, ",", 2, partition))
+    ]
+    assert sorted(read, key=lambda r: r.row) == everything
+
+
+def test_the_whitespace_a_blank_line_may_start_with_is_all_of_it() -> None:
+    import sys
+
+    assert tuple(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()) == csvfile._WHITESPACE
