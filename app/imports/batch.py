@@ -24,6 +24,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from sqlmodel import Session
@@ -67,6 +68,11 @@ CONTACT_COLUMNS = (
 _OPTED_IN = PreferenceStatus.OPTED_IN.value
 #: Where a plan's hashes hold each channel's address.
 _HASH_AT = {"email": 0, "phone": 1, "postal": 2}
+#: Outcomes of rows that write no contact and no consent.
+_WRITES_NOTHING = frozenset({"kept_erased", "rejected_age"})
+#: Outcomes that leave no mark of the import on a contact: such people met are recorded in
+#: ``import_seen`` (a later row for them is then a duplicate).
+_LEAVE_NO_MARK = frozenset({"unchanged", "kept_erased", "rejected_age"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,20 +159,24 @@ def _fold(first: Lead, later: Lead, policy: str) -> None:
 def _load_world(bulk: Bulk, leads: list[Lead]) -> World:
     world = World()
     by_kind: dict[str, list[str]] = {"email": [], "phone": [], "postal": []}
-    for lead in leads:
-        by_kind[lead.key_kind].append(lead.key)
+    if {lead.key_kind for lead in leads} <= {"email"}:  # the usual batch: everyone has an email
+        by_kind["email"] = [lead.key for lead in leads]
+    else:
+        for lead in leads:
+            by_kind[lead.key_kind].append(lead.key)
     for kind, keys in by_kind.items():
         for found in bulk.contacts(kind, keys, CONTACT_COLUMNS):
             world.contacts.setdefault(found[f"{kind}_hash"], found)
     ids = [c["id"] for c in world.contacts.values()]
     for contact_id, channel, topic, status in bulk.preferences(ids):
         world.preferences.setdefault(contact_id, {})[(channel, topic)] = status
-    hashes: set[str] = set()
-    for lead in leads:
-        hashes.update(h for h in (lead.email_hash, lead.phone_hash, lead.postal_hash) if h)
+    hashes: set[str | None] = {lead.email_hash for lead in leads}
+    hashes.update([lead.phone_hash for lead in leads])
+    hashes.update([lead.postal_hash for lead in leads])
     for contact in world.contacts.values():
-        hashes.update(h for h in (contact["email_hash"], contact["phone_hash"], contact["postal_hash"]) if h)
-    for found_supp in bulk.suppressions(sorted(hashes)):
+        hashes.update((contact["email_hash"], contact["phone_hash"], contact["postal_hash"]))
+    hashes.discard(None)
+    for found_supp in bulk.suppressions(sorted(h for h in hashes if h)):
         world.suppressions.setdefault(found_supp[0], []).append(SuppressionRow(*found_supp))
     return world
 
@@ -228,15 +238,17 @@ def apply_batch(
 ) -> Counter[str]:
     """Write one batch; returns the counts it adds. The caller commits."""
     counts: Counter[str] = Counter()
-    rejects: list[Reject] = [item for item in items if isinstance(item, Reject)]
-    groups: dict[str, Lead] = {}
-    for item in items:
-        if isinstance(item, Lead):
-            first = groups.get(item.key)
+    rejects: list[Reject] = [item for item in items if type(item) is Reject]
+    given: list[Lead] = [item for item in items if type(item) is Lead]
+    groups: dict[str, Lead] = {lead.key: lead for lead in given}
+    if len(groups) < len(given):  # the same person more than once: later rows fold into the first
+        groups = {}
+        for lead in given:
+            first = groups.get(lead.key)
             if first is None:
-                groups[item.key] = item
+                groups[lead.key] = lead
             else:
-                _fold(first, item, job.policy)
+                _fold(first, lead, job.policy)
     leads = list(groups.values())
     bulk = bulk_for(session)
     world = _load_world(bulk, leads)
@@ -259,7 +271,23 @@ def apply_batch(
     slow: list[_Plan] = []
     # Each row folded into an earlier one of the batch (see _fold) is a duplicate.
     counts["duplicates"] += len(items) - len(rejects) - len(leads)
-    for lead in leads:
+    if (
+        not world.contacts
+        and not world.suppressions
+        and not any([lead.underage or lead.age_refused for lead in leads])
+    ):
+        # Nobody known, suppressed or refused for their age (a fresh list): all new.
+        plans = list(
+            map(
+                _Plan,
+                leads,
+                repeat(None),
+                repeat(True),
+                [(lead.email_hash, lead.phone_hash, lead.postal_hash) for lead in leads],
+                repeat("created"),
+            )
+        )
+    for lead in leads if not plans else ():
         existing = world.contacts.get(lead.key)
         erased = bool(world.suppressions) and any(
             s.reason in (Reason.ERASURE, Reason.UNDERAGE)
@@ -321,7 +349,12 @@ def apply_batch(
     consents: list[tuple[_Plan, str, str | None]] = []
     no_prefs: dict[tuple[str, str | None], str] = {}
     kept = 0
-    for plan in plans:
+    if not world.preferences and not world.suppressions:
+        # Nothing can refuse or repeat an opt-in: every opt-in of every row that writes.
+        live = [plan for plan in plans if plan.outcome not in _WRITES_NOTHING]
+        slow.extend(plan for plan in live if plan.lead.opt_outs)
+        consents = [(plan, c, t) for plan in live if not plan.lead.opt_outs for c, t in plan.lead.opt_ins]
+    for plan in plans if world.preferences or world.suppressions else ():
         lead = plan.lead
         if plan.outcome in ("kept_erased", "rejected_age"):
             continue
@@ -348,9 +381,8 @@ def apply_batch(
     if consents:
         n = len(consents)
         event_ids = bulk.insert_columns_returning_ids(EVENT, _events(job, consents, clock), n)
-        contact_ids = [plan.contact_id for plan, _, _ in consents]
         preferences: Columns = {
-            "contact_id": contact_ids,
+            "contact_id": [plan.contact_id for plan, _, _ in consents],
             "channel": [channel for _, channel, _ in consents],
             "topic": [topic for _, _, topic in consents],
             "status": [_OPTED_IN] * n,
@@ -365,7 +397,13 @@ def apply_batch(
         _apply_slowly(session, job, plan, counts)
 
     outcomes: list[str] = []
-    for plan in plans:
+    kinds = {plan.outcome for plan in plans}
+    if not earlier and _WRITES_NOTHING.isdisjoint(kinds):
+        counts.update([plan.outcome for plan in plans])
+        plans_left: Sequence[_Plan] = ()
+    else:
+        plans_left = plans
+    for plan in plans_left:
         outcome = plan.outcome
         if outcome == "kept_erased":
             counts["kept_suppressed"] += 1
@@ -384,8 +422,8 @@ def apply_batch(
     counts.update(outcomes)  # counted in C (one Counter increment per lead was not)
     met = [
         {"import_id": job.import_id, "key_hash": plan.lead.key}
-        for plan in plans
-        if plan.outcome in ("unchanged", "kept_erased", "rejected_age") and plan.lead.key not in earlier
+        for plan in (plans if not _LEAVE_NO_MARK.isdisjoint(kinds) else ())
+        if plan.outcome in _LEAVE_NO_MARK and plan.lead.key not in earlier
     ]
     if met:
         if seen is not None:
@@ -453,18 +491,20 @@ def _new_contacts(job: Job, plans: list[_Plan], now: Any) -> Columns:
         "phone_hash": [lead.phone_hash for lead in leads],
         "postal_hash": [lead.postal_hash for lead in leads],
     }
-    given = set().union(*(lead.values.keys() for lead in leads)) if leads else set()
+    values = [lead.values for lead in leads]
+    given = set().union(*map(dict.keys, values)) if leads else set()
     for name in MERGED_FIELDS:
         if name == "age_confirmed":
-            columns[name] = [bool(lead.values.get(name)) for lead in leads]
+            columns[name] = [bool(v.get(name)) for v in values]
         elif name in given:
-            columns[name] = [lead.values.get(name) for lead in leads]
+            columns[name] = [v.get(name) for v in values]
+    attributes = [lead.attributes for lead in leads]
     columns["attributes"] = JsonColumn(
-        json_text(lead.attributes) if lead.attributes else "{}" for lead in leads
+        [json_text(a) if a else "{}" for a in attributes] if any(attributes) else repeat("{}", n)
     )
     columns["source"] = [job.source] * n
     head, tail = _detail_template(job)
-    columns["source_detail"] = JsonColumn(f"{head}{lead.row}{tail}}}" for lead in leads)
+    columns["source_detail"] = JsonColumn([f"{head}{lead.row}{tail}}}" for lead in leads])
     if now is not None:
         columns["created_at"] = columns["updated_at"] = [now] * n
     return columns
@@ -474,33 +514,53 @@ def _events(job: Job, consents: list[tuple[_Plan, str, str | None]], now: Any) -
     """The consent events of opt-ins, column by column. ``now`` None: the database stamps
     them."""
     n = len(consents)
-    address_hashes: list[str | None] = []
-    texts: list[str | None] = []
-    versions: list[str | None] = []
-    evidences = JsonColumn()
+    plans = [plan for plan, _, _ in consents]
+    channels = [channel for _, channel, _ in consents]
+    leads = [plan.lead for plan in plans]
+    hashes = [plan.hashes for plan in plans]
+    if set(channels) == {"email"} and set(map(len, hashes)) == {3} and all([found[0] for found in hashes]):
+        address_hashes: list[str | None] = [found[0] for found in hashes]  # the usual: email opt-ins
+    else:
+        address_hashes = []
+        for channel, found_hashes in zip(channels, hashes, strict=True):
+            found = found_hashes[_HASH_AT[channel]] if len(found_hashes) == 3 else None
+            address_hashes.append(found or next((h for h in found_hashes if h), None))
+    if any([lead.texts for lead in leads]):
+        texts = [
+            lead.texts.get(channel) or job.consent_text for lead, channel in zip(leads, channels, strict=True)
+        ]
+    else:
+        texts = [job.consent_text] * n
+    default_version = job.consent_version
+    versions = [lead.consent_version or default_version for lead in leads]
     # Each event's evidence — {import_id, row, file, source} and the row's given_at,
     # consent_ip and merged rows when it has them — as JSON text from a template.
     head, tail = _detail_template(job, detail=False, source=json_text(job.source))
-    for plan, channel, _ in consents:
-        lead = plan.lead
-        hashes = plan.hashes
-        found = hashes[_HASH_AT[channel]] if len(hashes) == 3 else None
-        address_hashes.append(found or next((h for h in hashes if h), None))
-        texts.append(lead.texts.get(channel) or job.consent_text)
-        versions.append(lead.consent_version or job.consent_version)
-        row = f"{head}{lead.row}{tail}"
-        given = lead.given_at.get(channel)
-        if given:
-            row += f',"given_at":{json_text(given)}'
-        if lead.consent_ip:
-            row += f',"consent_ip":{json_text(lead.consent_ip)}'
-        if lead.merged_rows:
-            row += f',"rows":[{",".join(map(str, (lead.row, *lead.merged_rows)))}]'
-        evidences.append(row + "}")
+    rows = [lead.row for lead in leads]
+    givens = [lead.given_at.get(channel) for lead, channel in zip(leads, channels, strict=True)]
+    evidences = JsonColumn()
+    if any([lead.consent_ip or lead.merged_rows for lead in leads]):
+        for lead, row, given in zip(leads, rows, givens, strict=True):
+            text = f"{head}{row}{tail}"
+            if given:
+                text += f',"given_at":{json_text(given)}'
+            if lead.consent_ip:
+                text += f',"consent_ip":{json_text(lead.consent_ip)}'
+            if lead.merged_rows:
+                text += f',"rows":[{",".join(map(str, (row, *lead.merged_rows)))}]'
+            evidences.append(text + "}")
+    elif any(givens):  # the usual: a consent date on most rows (each distinct one encoded once)
+        encoded = {given: json_text(given) for given in set(givens) if given}
+        evidences.extend(
+            f'{head}{row}{tail},"given_at":{encoded[given]}}}' if given else f"{head}{row}{tail}}}"
+            for row, given in zip(rows, givens, strict=True)
+        )
+    else:
+        evidences.extend([f"{head}{row}{tail}}}" for row in rows])
     columns: Columns = {
-        "contact_id": [plan.contact_id for plan, _, _ in consents],
+        "contact_id": [plan.contact_id for plan in plans],
         "address_hash": address_hashes,
-        "channel": [channel for _, channel, _ in consents],
+        "channel": channels,
         "topic": [topic for _, _, topic in consents],
         "status": [_OPTED_IN] * n,
         "previous_status": [None] * n,

@@ -140,3 +140,20 @@ def test_json_columns_given_as_text_arrive_as_their_values(session: Session) -> 
     for contact_id, detail in zip(ids, details, strict=True):
         stored = session.get(Contact, contact_id)
         assert stored is not None and stored.source_detail == detail and stored.attributes == {}
+
+
+@pytest.mark.parametrize(
+    "keys", [["ab", "c d"], ["ab,cd"], ["ab}"], ['a"b'], ["ab\\\\"], ["abc"], ["éé"], ["ab", "\t"]]
+)
+def test_an_array_of_keyed_hashes_holds_hex_digits_only(keys: list[str]) -> None:
+    from app.imports.bulk import _hex_array
+
+    with pytest.raises(ValueError, match="not a keyed hash"):
+        _hex_array(keys)
+
+
+def test_an_array_of_keyed_hashes() -> None:
+    from app.imports.bulk import _hex_array
+
+    assert _hex_array(["0a1B", "ffff"]) == "{0a1B,ffff}"
+    assert _hex_array([]) == "{}"
