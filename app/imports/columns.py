@@ -93,11 +93,18 @@ def _handled(ctx: Context) -> bool:
 
 def _column_wise(records: Sequence[Record], ctx: Context) -> list[Lead | Reject]:
     width = len(ctx.targets)
-    # The records with the header's width and no CSV error; the others go one by one.
-    fit = [k for k, (_, cells, error) in enumerate(records) if error is None and len(cells) == width]
+    cells = [record[1] for record in records]
+    if set(map(len, cells)) == {width} and not any([record[2] for record in records]):
+        # The usual batch: every record has the header's width and no CSV error.
+        leads = _Columns(ctx, [record[0] for record in records], cells).leads()
+        if None not in leads:
+            return leads  # type: ignore[return-value]  # no None in it
+        return [found or _one(records[k], ctx) for k, found in enumerate(leads)]
+    # Otherwise the records with the header's width and no CSV error; the rest one by one.
+    fit = [k for k, (_, found, error) in enumerate(records) if error is None and len(found) == width]
     out: list[Lead | Reject | None] = [None] * len(records)
     if fit:
-        leads = _Columns(ctx, [records[k][0] for k in fit], [records[k][1] for k in fit]).leads()
+        leads = _Columns(ctx, [records[k][0] for k in fit], [cells[k] for k in fit]).leads()
         for k, lead in zip(fit, leads, strict=True):
             out[k] = lead
     return [found if found is not None else _one(records[k], ctx) for k, found in enumerate(out)]

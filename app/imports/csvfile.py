@@ -14,7 +14,7 @@ import io
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import compress, count
+from itertools import compress, count, repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
@@ -212,13 +212,19 @@ def _owned_records(path: Path, fmt: FileFormat, skip: int, owner: Owner) -> Iter
                 first = skip + 2
             numbered = compress(zip(count(first), lines), owner(lines))
             if max(map(len, lines)) <= MAX_CELL:
-                for number, line in numbered:
-                    yield Record(number, line.split(delimiter))
+                mine = list(numbered)
+                if mine:
+                    numbers, owned = zip(*mine, strict=True)
+                    split = map(str.split, owned, repeat(delimiter))
+                    # Records made in C (a NamedTuple's own constructor is Python code).
+                    yield from map(_new_record, repeat(Record), zip(numbers, split, repeat(None)))
             else:
                 for number, line in numbered:
                     cells, error = next(_parsed(csv.reader([line], delimiter=delimiter, strict=True)))
                     yield Record(number, cells, error)
 
+
+_new_record: Callable[[type[Record], tuple[int, list[str], None]], Record] = tuple.__new__
 
 #: A line break as the csv reader and a file opened with ``newline=""`` see them.
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, timedelta
-from itertools import repeat
+from itertools import islice, repeat
 from multiprocessing.context import ForkServerContext, SpawnContext
 from operator import eq, itemgetter, mod
 from pathlib import Path
@@ -525,7 +525,12 @@ def _run_partition(
             # Each line is one record: only this partition's lines are parsed. A line the
             # CSV reader refuses belongs to the partition its email cell names.
             owner = line_owner(work.email_at, work.fmt.delimiter, partitions, partition)
-        for record in csvfile.records(Path(work.path), work.fmt, skip=after - 1, owner=owner):
+        found = csvfile.records(Path(work.path), work.fmt, skip=after - 1, owner=owner)
+        if owner is not None:  # every record found is this partition's (and after ``after``)
+            while batch := list(islice(found, work.batch_size)):
+                last_row, seen_rows = batch[-1].row, len(batch)
+                flush()
+        for record in found:
             if record.row <= after:
                 continue
             last_row = record.row
