@@ -25,6 +25,9 @@ DELIMITERS = (",", ";", "\t", "|")
 #: Largest single cell; a longer one is an unbalanced quote swallowing the file.
 MAX_CELL = 64 * 1024
 _CHUNK = 1 << 20
+#: Characters a partition reads at a time from a file without quotes (its lines, their
+#: email cells and keys are held at once, a few times this in memory).
+_STRETCH = 1 << 18
 
 csv.field_size_limit(MAX_CELL)
 
@@ -234,14 +237,14 @@ _WHITESPACE = tuple(c for c in map(chr, range(0x3001)) if c.isspace())
 
 
 def _plain_lines(handle: io.TextIOWrapper, delimiter: str) -> Iterator[list[str]]:
-    """The lines of a file without quotes, a stretch of about ``_CHUNK`` characters at a
+    """The lines of a file without quotes, a stretch of about ``_STRETCH`` characters at a
     time, without their line breaks (``\\r\\n``, ``\\r`` or ``\\n``) and without blank lines.
     Splitting, and checking for blank lines, are a few calls per stretch rather than
     several per line."""
     starts = frozenset((delimiter, *_WHITESPACE))
     rest = ""
     while True:
-        chunk = handle.read(_CHUNK)
+        chunk = handle.read(_STRETCH)
         text = rest + chunk
         if not text:
             return

@@ -193,7 +193,7 @@ def test_partitions_parse_only_their_own_lines_and_together_read_every_record(
     assert not csvfile.has_quotes(path, fmt.encoding)
     everything = list(csvfile.records(path, fmt, skip=skip))
     read: list[csvfile.Record] = []
-    with patch.object(csvfile, "_CHUNK", stretch):
+    with patch.object(csvfile, "_STRETCH", stretch):
         for partition in range(partitions):
             owner = line_owner(email_at, delimiter, partitions, partition)
             for record in csvfile.records(path, fmt, skip=skip, owner=owner):
