@@ -175,7 +175,6 @@ def _load_world(bulk: Bulk, leads: list[Lead]) -> World:
     hashes.update([lead.postal_hash for lead in leads])
     for contact in world.contacts.values():
         hashes.update((contact["email_hash"], contact["phone_hash"], contact["postal_hash"]))
-    hashes.discard(None)
     for found_supp in bulk.suppressions(sorted(h for h in hashes if h)):
         world.suppressions.setdefault(found_supp[0], []).append(SuppressionRow(*found_supp))
     return world
@@ -356,7 +355,7 @@ def apply_batch(
         consents = [(plan, c, t) for plan in live if not plan.lead.opt_outs for c, t in plan.lead.opt_ins]
     for plan in plans if world.preferences or world.suppressions else ():
         lead = plan.lead
-        if plan.outcome in ("kept_erased", "rejected_age"):
+        if plan.outcome in _WRITES_NOTHING:
             continue
         if lead.opt_outs:
             slow.append(plan)

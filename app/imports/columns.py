@@ -35,7 +35,6 @@ from app.imports.prepare import (
     _LIMITED,
     _PHONE,
     _TEXT,
-    _TOPIC_SPLIT,
     _TOPICS,
     _VERSION,
     LIMITS,
@@ -48,8 +47,8 @@ from app.imports.prepare import (
     _column_plan,
     _domain_hash,
     _iso_date,
-    _topic,
     prepare,
+    topic_list,
 )
 from app.suppression.hashing import keyed_hasher
 
@@ -63,17 +62,18 @@ _NOT_AN_ANSWER: Any = object()
 #: Fewer records than this are prepared one by one (the column set-up is not worth it).
 _SMALL = 8
 
-Record = tuple[int, list[str], str | None]
+#: (row, cells, CSV error), as ``csvfile.records`` yields them.
+RawRecord = tuple[int, list[str], str | None]
 
 
-def prepare_batch(records: Sequence[Record], ctx: Context) -> list[Lead | Reject]:
+def prepare_batch(records: Sequence[RawRecord], ctx: Context) -> list[Lead | Reject]:
     """A batch of (row, cells, CSV error) -> leads and rejects, in file order."""
     if len(records) >= _SMALL and _handled(ctx):
         return _column_wise(records, ctx)
     return [_one(record, ctx) for record in records]
 
 
-def _one(record: Record, ctx: Context) -> Lead | Reject:
+def _one(record: RawRecord, ctx: Context) -> Lead | Reject:
     row, cells, error = record
     return Reject(row, None, error, cells) if error else prepare(row, cells, ctx)
 
@@ -91,7 +91,7 @@ def _handled(ctx: Context) -> bool:
     )
 
 
-def _column_wise(records: Sequence[Record], ctx: Context) -> list[Lead | Reject]:
+def _column_wise(records: Sequence[RawRecord], ctx: Context) -> list[Lead | Reject]:
     width = len(ctx.targets)
     cells = [record[1] for record in records]
     if set(map(len, cells)) == {width} and not any([record[2] for record in records]):
@@ -183,7 +183,7 @@ class _Columns:
                 lists: dict[str, tuple[str, ...] | None] = {"": None}
                 for value in set(column) - {""}:
                     try:
-                        lists[value] = _topic_list(value, ctx)
+                        lists[value] = topic_list(value, ctx)
                     except _Bad:
                         lists[value] = None
                         self._flag(column, {value})
@@ -366,10 +366,3 @@ class _Columns:
 def _positions(column: Sequence[Any], value: Any) -> Iterator[int]:
     """The positions of the cells that are ``value`` (None, True or False)."""
     return compress(count(), map(is_, column, repeat(value)))
-
-
-def _topic_list(value: str, ctx: Context) -> tuple[str, ...]:
-    """The topic slugs a ``topics`` cell names (as ``prepare`` reads it)."""
-    if "," in value or ";" in value or "|" in value:
-        return tuple(_topic(name, ctx) for name in _TOPIC_SPLIT.split(value) if name)
-    return (_topic(value, ctx),)

@@ -292,12 +292,7 @@ def _prepare(row: int, cells: list[str], ctx: Context) -> Lead:
                 raise _Bad("country", f"country: expected a two-letter code (ISO 3166), got {value[:40]!r}")
             values["country"] = value.upper()
         elif kind == _TOPICS:
-            if "," in value or ";" in value or "|" in value:
-                for name in _TOPIC_SPLIT.split(value):
-                    if name:
-                        listed_topics.append(_topic(name, ctx))
-            else:
-                listed_topics.append(_topic(value, ctx))
+            listed_topics.extend(topic_list(value, ctx))
         elif kind == _BIRTH:
             values["date_of_birth"] = parse_date(value, target, day_first=ctx.day_first)
         elif kind == _AGE:
@@ -437,6 +432,13 @@ def _topic(name: str, ctx: Context) -> str:
             f"unknown topic {name.strip()[:64]!r} (known: {', '.join(sorted(set(ctx.topics.values())))})",
         )
     return slug
+
+
+def topic_list(value: str, ctx: Context) -> tuple[str, ...]:
+    """The topic slugs a ``topics`` cell names (several separated by ``,``, ``;`` or ``|``)."""
+    if "," in value or ";" in value or "|" in value:
+        return tuple(_topic(name, ctx) for name in _TOPIC_SPLIT.split(value) if name)
+    return (_topic(value, ctx),)
 
 
 def _json_attributes(value: str) -> dict[str, Any]:

@@ -530,20 +530,21 @@ def _run_partition(
             while batch := list(islice(found, work.batch_size)):
                 last_row, seen_rows = batch[-1].row, len(batch)
                 flush()
-        for record in found:
-            if record.row <= after:
-                continue
-            last_row = record.row
-            if owner is None and partitions > 1:  # every record was read: keep this partition's
-                if record.error is None:
-                    if partition_of(record.cells, work.email_at, partitions) != partition:
-                        continue
-                elif partition != 0:
+        else:
+            for record in found:
+                if record.row <= after:
                     continue
-            batch.append(record)
-            seen_rows += 1
-            if len(batch) >= work.batch_size:
-                flush()
+                last_row = record.row
+                if partitions > 1:  # every record was read: keep this partition's
+                    if record.error is None:
+                        if partition_of(record.cells, work.email_at, partitions) != partition:
+                            continue
+                    elif partition != 0:
+                        continue
+                batch.append(record)
+                seen_rows += 1
+                if len(batch) >= work.batch_size:
+                    flush()
         if batch:
             flush()
         settle()
