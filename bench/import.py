@@ -18,7 +18,8 @@ then in the same run:
 Prints rows per second for both, their ratio, the CPU time per row of the import's
 processes and of its PostgreSQL backends (less sensitive than the rate to whatever else the
 machine is doing), and the worker's peak resident memory (its own, and the largest of its
-helper processes: the fork server and the partitions forked from it)."""
+helper processes: the fork server and the partitions forked from it), and a yardstick of
+the machine's speed: what email-validator takes per address here."""
 
 from __future__ import annotations
 
@@ -104,6 +105,22 @@ def reference_copy(path: Path, dsn: str) -> float:
             while chunk := handle.read(1 << 20):
                 copy.write(chunk)
         return time.perf_counter() - start
+
+
+def validator_cost(addresses: int = 5_000, runs: int = 5) -> float:
+    """Microseconds email-validator takes per address here (median of ``runs``): a
+    yardstick of the machine's speed, so that rates from different machines compare. The
+    import issue's 25,000 rows/s bar was set where this cost 31-35 us."""
+    from email_validator import validate_email
+
+    batch = [f"anna.{i}@example.com" for i in range(addresses)]
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        for address in batch:
+            validate_email(address, check_deliverability=False)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6 / addresses
 
 
 def child(import_id: int, processes: int) -> None:
@@ -274,6 +291,7 @@ def main() -> None:
         print(f"CPU per row              {py_us + pg_us:.0f} us ({split})")
         memory = f"{ours['rss_mb']:.0f} MB (largest helper process {ours['helper_rss_mb']:.0f} MB)"
         print(f"worker peak memory       {memory}")
+        print(f"machine yardstick        email-validator {validator_cost():.1f} us per address")
         print(f"counts                   {json.dumps(ours['counts'])}")
         sys.stdout.flush()
 
