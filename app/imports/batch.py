@@ -491,7 +491,7 @@ def _new_contacts(job: Job, plans: list[_Plan], now: Any) -> Columns:
         "postal_hash": [lead.postal_hash for lead in leads],
     }
     values = [lead.values for lead in leads]
-    given = set().union(*map(dict.keys, values)) if leads else set()
+    given: set[str] = set().union(*map(dict.keys, values))
     for name in MERGED_FIELDS:
         if name == "age_confirmed":
             columns[name] = [bool(v.get(name)) for v in values]

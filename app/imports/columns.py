@@ -17,10 +17,10 @@ test checks that both paths give equal results for random batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import compress, count, repeat
 from operator import is_, is_not, not_
-from typing import Any
+from typing import Any, TypeVar
 
 from app.contacts.identifiers import PLAIN_EMAIL, normalise_phone, plain_domain
 from app.contacts.schemas import MAX_ATTRIBUTE_VALUE, MAX_ATTRIBUTES
@@ -61,6 +61,8 @@ _ANSWERS: dict[str, bool | None] = {"": None, **dict.fromkeys(YES, True), **dict
 _NOT_AN_ANSWER: Any = object()
 #: Fewer records than this are prepared one by one (the column set-up is not worth it).
 _SMALL = 8
+
+T = TypeVar("T")
 
 #: (row, cells, CSV error), as ``csvfile.records`` yields them.
 RawRecord = tuple[int, list[str], str | None]
@@ -139,6 +141,20 @@ class _Columns:
         if bad:
             self.slow.update(j for j, value in enumerate(column) if value in bad)
 
+    def _distinct(self, column: list[str], parse: Callable[..., T], *args: Any) -> list[T | None]:
+        """``parse(cell, *args)`` of each cell, called once per distinct value (None for an
+        empty cell); the records whose value it refuses are slow (their entry is None)."""
+        parsed: dict[str, T | None] = {"": None}
+        bad: set[str] = set()
+        for value in set(column) - {""}:
+            try:
+                parsed[value] = parse(value, *args)
+            except _Bad:
+                parsed[value] = None
+                bad.add(value)
+        self._flag(column, bad)
+        return list(map(parsed.__getitem__, column))
+
     def _longer(self, column: Sequence[str], limit: int) -> None:
         if max(map(len, column)) > limit:
             self.slow.update(j for j, value in enumerate(column) if len(value) > limit)
@@ -171,23 +187,9 @@ class _Columns:
                 self._flag(answers, {_NOT_AN_ANSWER})
                 self.consents.append((arg, answers))
             elif kind == _GIVEN:
-                dates: dict[str, str | None] = {"": None}
-                for value in set(column) - {""}:
-                    try:
-                        dates[value] = _iso_date(value, target, ctx.day_first)
-                    except _Bad:
-                        dates[value] = None
-                        self._flag(column, {value})
-                self.given.append((arg, list(map(dates.__getitem__, column))))
+                self.given.append((arg, self._distinct(column, _iso_date, target, ctx.day_first)))
             elif kind == _TOPICS:
-                lists: dict[str, tuple[str, ...] | None] = {"": None}
-                for value in set(column) - {""}:
-                    try:
-                        lists[value] = topic_list(value, ctx)
-                    except _Bad:
-                        lists[value] = None
-                        self._flag(column, {value})
-                self.topics = list(map(lists.__getitem__, column))
+                self.topics = self._distinct(column, topic_list, ctx)
             elif kind == _TEXT:
                 self.texts.append((arg, [v[:5000] for v in column]))
             elif kind == _VERSION:
